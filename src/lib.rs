@@ -1,0 +1,1 @@
+//! geolb: an authoritative GeoDNS load-balancing server.
