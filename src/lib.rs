@@ -1,1 +1,25 @@
 //! geolb: an authoritative GeoDNS load-balancing server.
+//!
+//! # Layout
+//! - `config`: raw TOML structs and located errors.
+//! - `model`: validated zones, sites, checks, pools, shards.
+//! - `geo`: where is this client (MaxMind DB).
+//! - `policy`: geo, weighted, round-robin, failover, hash: pure ordering functions.
+//! - `health`: probes and their rise/fall state machines.
+//! - `tenants`: tenant maps, their journal, and the shared tenant table.
+//! - `snapshot`: the immutable, compiled view a query reads.
+//! - `dns`: the answer to one query, from bytes to bytes.
+//! - `server`: UDP and TCP front ends.
+//! - `admin`: the HTTP admin API.
+//! - `app`: wiring: loading, the compiler task, signals.
+
+pub mod app;
+pub mod config;
+pub mod dns;
+pub mod geo;
+pub mod health;
+pub mod model;
+pub mod policy;
+pub mod server;
+pub mod snapshot;
+pub mod tenants;

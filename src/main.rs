@@ -1,1 +1,217 @@
-fn main() {}
+//! The `geolb` command: argument parsing, wiring and signals. Thin by design.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use geolb::app::{self, Settings};
+use geolb::server::{self, ServerOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "geolb",
+    version,
+    about = "Authoritative GeoDNS load-balancing server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the zones over UDP and TCP.
+    Serve(ServeArgs),
+    /// Validate everything `serve` would load, print every error, exit 0 or 1.
+    Check(CommonArgs),
+}
+
+#[derive(Args, Clone)]
+struct CommonArgs {
+    /// Zone files (*.toml) or directories of them.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    zones: Vec<PathBuf>,
+    /// MaxMind DB file (GeoIP2/GeoLite2 City or Country, DB-IP lite).
+    #[arg(long, value_name = "FILE")]
+    geoip: Option<PathBuf>,
+    /// geolb.toml with the same settings; flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to answer on, UDP and TCP (repeatable); default 127.0.0.1:5353.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Address of the HTTP admin API.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // stdout carries only the `listening` lines; logs go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn settings(common: &CommonArgs) -> Result<Settings, ExitCode> {
+    let mut settings = match &common.config {
+        Some(path) => Settings::from_file(path).map_err(|errors| {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        })?,
+        None => Settings::default(),
+    };
+    if !common.zones.is_empty() {
+        settings.zones = common.zones.clone();
+    }
+    if common.geoip.is_some() {
+        settings.geoip = common.geoip.clone();
+    }
+    if settings.zones.is_empty() {
+        eprintln!("error: no zones given (use --zones PATH or `zones` in --config)");
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(settings)
+}
+
+fn check(args: &CommonArgs) -> ExitCode {
+    let settings = match settings(args) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    match app::load(&settings) {
+        Ok(loaded) => {
+            println!(
+                "ok: {} zones, {} names",
+                loaded.model.zones.len(),
+                loaded.model.n_names()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s)", errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut settings = match settings(&args.common) {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    if !args.listen.is_empty() {
+        settings.listen = args.listen;
+    }
+    if settings.listen.is_empty() {
+        settings.listen = vec![SocketAddr::from(([127, 0, 0, 1], 5353))];
+    }
+    if args.admin.is_some() {
+        settings.admin = args.admin;
+    }
+    let loaded = match app::load(&settings) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(settings, loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
+    let defaults = ServerOptions::default();
+    let options = ServerOptions {
+        udp_sockets: settings.udp_sockets.unwrap_or(defaults.udp_sockets),
+        tcp_max_connections: settings
+            .tcp_max_connections
+            .unwrap_or(defaults.tcp_max_connections),
+        tcp_idle_timeout: settings
+            .tcp_idle_timeout
+            .unwrap_or(defaults.tcp_idle_timeout),
+    };
+    let mut bound = Vec::new();
+    for addr in &settings.listen {
+        let b = server::bind(*addr, &options)
+            .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))?;
+        bound.push(b);
+    }
+    let n_zones = loaded.model.zones.len();
+    let n_names = loaded.model.n_names();
+    let control = app::start(settings.clone(), loaded);
+    tracing::info!(zones = n_zones, names = n_names, "zones loaded");
+    let mut lines = String::new();
+    for b in bound {
+        lines.push_str(&format!(
+            "listening udp {}\nlistening tcp {}\n",
+            b.addr, b.addr
+        ));
+        tracing::info!(addr = %b.addr, "listening");
+        server::serve(b, control.shared.clone(), &options);
+    }
+    print_stdout(&lines);
+    wait_for_signals(control).await
+}
+
+/// Prints and flushes at once: tests and scripts wait for these lines.
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+async fn wait_for_signals(control: app::Control) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                // Errors are logged by the compiler; the old snapshot stays.
+                let _ = control.reload().await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! Looking a question up in the snapshot: static records, pools, shards, tenants,
+//! CNAME chains, wildcards (RFC 4592), referrals, and negative answers (RFC 2308).
+//!
+//! DNS outcomes (NXDOMAIN, NODATA, REFUSED) are values in `Answer`, not errors.
+
+use std::cell::OnceCell;
+use std::net::IpAddr;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::{Ecs, with_owner};
+use crate::geo::Located;
+use crate::model::{Policy, PoolIdx};
+use crate::policy::{self, ClientPlace, Picks};
+use crate::snapshot::{Node, Snapshot, StaticZone, ZoneSnap, parent_key, wire_key};
+use crate::tenants::ShardIdx;
+
+/// The most CNAMEs followed within our zones for one question.
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// Who asks: the address the answer is tailored to (the ECS address when the query
+/// carries a usable one, else the source address), and the geo lookup, done at most
+/// once per query and only when a geo pool needs it.
+pub struct Client {
+    pub addr: IpAddr,
+    pub ecs: Option<Ecs>,
+    located: OnceCell<Located>,
+}
+
+impl Client {
+    pub fn new(src: IpAddr, ecs: Option<Ecs>) -> Client {
+        // RFC 7871 section 7.1.2: a source prefix of 0 means "do not use client
+        // information", so the answer is tailored to the resolver itself.
+        let addr = match ecs {
+            Some(ecs) if ecs.source_prefix > 0 => ecs.addr,
+            _ => src,
+        };
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        Client {
+            addr,
+            ecs,
+            located: OnceCell::new(),
+        }
+    }
+
+    fn locate(&self, snapshot: &Snapshot) -> &Located {
+        self.located.get_or_init(|| match &snapshot.geo {
+            Some(db) => db.lookup(self.addr),
+            // Without a database nothing is known, for the whole address space.
+            None => Located {
+                place: None,
+                prefix_len: 0,
+            },
+        })
+    }
+}
+
+/// The answer to one question, before encoding.
+#[derive(Debug)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authority: Vec<Record>,
+    pub additional: Vec<Record>,
+    /// The ECS scope prefix: how far the answer depends on the client's address.
+    pub scope: u8,
+}
+
+impl Answer {
+    pub fn rcode(rcode: ResponseCode) -> Answer {
+        Answer {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+            scope: 0,
+        }
+    }
+
+    fn widen_scope(&mut self, scope: u8) {
+        self.scope = self.scope.max(scope);
+    }
+}
+
+/// Answers `qname`/`qtype` from the snapshot.
+pub fn lookup(snapshot: &Snapshot, qname: &Name, qtype: RecordType, client: &Client) -> Answer {
+    let key = wire_key(qname);
+    let Some(zone) = snapshot.find_zone(&key) else {
+        return Answer::rcode(ResponseCode::Refused);
+    };
+    let mut answer = Answer::rcode(ResponseCode::NoError);
+    answer.authoritative = true;
+    let mut owner = qname.clone();
+    let mut key = key;
+    for _ in 0..MAX_CNAME_CHAIN {
+        match step(snapshot, zone, &key, &owner, qtype, client, &mut answer) {
+            Step::Done => return answer,
+            Step::Follow(target) => {
+                // Chase only within this zone; a resolver follows the rest.
+                let target_key = wire_key(&target);
+                if snapshot.find_zone(&target_key).map(|z| &z.zone.origin_key)
+                    != Some(&zone.zone.origin_key)
+                {
+                    return answer;
+                }
+                owner = target;
+                key = target_key;
+            }
+        }
+    }
+    answer
+}
+
+enum Step {
+    Done,
+    Follow(Name),
+}
+
+fn step(
+    snapshot: &Snapshot,
+    zone: &ZoneSnap,
+    key: &[u8],
+    owner: &Name,
+    qtype: RecordType,
+    client: &Client,
+    answer: &mut Answer,
+) -> Step {
+    let z = &zone.zone;
+    if z.has_delegations
+        && let Some(cut) = find_cut(z, key)
+    {
+        referral(z, cut, answer);
+        return Step::Done;
+    }
+    if let Some(node) = z.nodes.get(key) {
+        return answer_node(snapshot, zone, node, owner, qtype, client, answer);
+    }
+    if let Some(shard) = tenant_shard(zone, key) {
+        return answer_tenant(snapshot, zone, shard, owner, qtype, client, answer);
+    }
+    if z.has_wildcards
+        && let Some(node) = find_wildcard(z, key)
+    {
+        return answer_node(snapshot, zone, node, owner, qtype, client, answer);
+    }
+    negative(z, ResponseCode::NXDomain, answer);
+    Step::Done
+}
+
+/// The topmost zone cut at or above `key` (below the apex), if any.
+fn find_cut<'z>(zone: &'z StaticZone, key: &'z [u8]) -> Option<&'z [u8]> {
+    let mut cut = None;
+    let mut current = key;
+    while current.len() > zone.origin_key.len() {
+        if zone.nodes.get(current).is_some_and(|n| n.delegation) {
+            cut = Some(current);
+        }
+        current = parent_key(current)?;
+    }
+    cut
+}
+
+/// A referral: not authoritative, the NS set in authority, glue in additional.
+fn referral(zone: &StaticZone, cut: &[u8], answer: &mut Answer) {
+    answer.authoritative = false;
+    let Some(ns) = zone.nodes.get(cut).and_then(|n| n.rrset(RecordType::NS)) else {
+        return;
+    };
+    answer.authority.extend(ns.iter().cloned());
+    for record in ns {
+        let RData::NS(target) = &record.data else {
+            continue;
+        };
+        if let Some(node) = zone.nodes.get(&*wire_key(&target.0)) {
+            for rtype in [RecordType::A, RecordType::AAAA] {
+                answer
+                    .additional
+                    .extend(node.rrset(rtype).unwrap_or(&[]).iter().cloned());
+            }
+        }
+    }
+}
+
+/// RFC 4592 section 3.3.1: the closest encloser is the longest existing ancestor; the
+/// source of synthesis is `*.<closest encloser>`.
+fn find_wildcard<'z>(zone: &'z StaticZone, key: &[u8]) -> Option<&'z Node> {
+    let mut current = parent_key(key)?;
+    loop {
+        if zone.nodes.contains_key(current) {
+            let mut wildcard = Vec::with_capacity(current.len() + 2);
+            wildcard.extend_from_slice(b"\x01*");
+            wildcard.extend_from_slice(current);
+            return zone.nodes.get(&*wildcard);
+        }
+        if current.len() <= zone.origin_key.len() {
+            return None;
+        }
+        current = parent_key(current)?;
+    }
+}
+
+fn answer_node(
+    snapshot: &Snapshot,
+    zone: &ZoneSnap,
+    node: &Node,
+    owner: &Name,
+    qtype: RecordType,
+    client: &Client,
+    answer: &mut Answer,
+) -> Step {
+    let z = &zone.zone;
+    if qtype == RecordType::ANY {
+        return answer_any(z, node, owner, answer);
+    }
+    if let Some(cname) = node.rrset(RecordType::CNAME)
+        && qtype != RecordType::CNAME
+    {
+        answer
+            .answers
+            .extend(cname.iter().map(|r| with_owner(r, owner)));
+        if let Some(RData::CNAME(target)) = cname.first().map(|r| &r.data) {
+            return Step::Follow(target.0.clone());
+        }
+        return Step::Done;
+    }
+    if let (Some(pool), RecordType::A | RecordType::AAAA) = (node.pool, qtype) {
+        if !answer_pool(snapshot, zone, pool, owner, qtype, client, answer) {
+            negative(z, ResponseCode::NoError, answer);
+        }
+        return Step::Done;
+    }
+    match node.rrset(qtype) {
+        Some(records) => answer
+            .answers
+            .extend(records.iter().map(|r| with_owner(r, owner))),
+        None => negative(z, ResponseCode::NoError, answer),
+    }
+    Step::Done
+}
+
+/// RFC 8482 section 4.2: answer ANY with one synthesized HINFO instead of everything.
+fn answer_any(zone: &StaticZone, node: &Node, owner: &Name, answer: &mut Answer) -> Step {
+    if node.is_empty() {
+        negative(zone, ResponseCode::NoError, answer);
+    } else {
+        let hinfo = HINFO::new("RFC8482".to_string(), String::new());
+        answer.answers.push(Record::from_rdata(
+            owner.clone(),
+            zone.negative_ttl.clamp(1, 3600),
+            RData::HINFO(hinfo),
+        ));
+    }
+    Step::Done
+}
+
+/// NXDOMAIN or NODATA: the SOA in authority, with the negative TTL (RFC 2308 section 3).
+fn negative(zone: &StaticZone, rcode: ResponseCode, answer: &mut Answer) {
+    answer.rcode = rcode;
+    let mut soa = zone.soa.clone();
+    soa.ttl = zone.negative_ttl;
+    answer.authority.push(soa);
+}
+
+/// Adds the pool's addresses for `qtype`; false when it has none (NODATA).
+fn answer_pool(
+    snapshot: &Snapshot,
+    zone: &ZoneSnap,
+    pool_idx: PoolIdx,
+    owner: &Name,
+    qtype: RecordType,
+    client: &Client,
+    answer: &mut Answer,
+) -> bool {
+    let z = &zone.zone;
+    let (Some(def), Some(pool)) = (
+        z.pools.get(usize::from(pool_idx)),
+        zone.pools.pools.get(usize::from(pool_idx)),
+    ) else {
+        return false;
+    };
+    let cands = if qtype == RecordType::A {
+        &pool.v4
+    } else {
+        &pool.v6
+    };
+    let mut picks = Picks::default();
+    let want = def.answers;
+    match def.policy {
+        Policy::Geo => {
+            let located = client.locate(snapshot);
+            let place = located.place.map(|p| ClientPlace {
+                coord: p.coord,
+                country: p.country,
+                continent: p.continent,
+            });
+            policy::geo::order(cands, &z.facts, place.as_ref(), want, &mut picks);
+            // RFC 7871 section 7.2.1: the answer holds for the whole GeoIP network.
+            answer.widen_scope(located.prefix_len);
+        }
+        Policy::Weighted => policy::weighted::order(cands, &z.facts, want, &mut picks),
+        Policy::RoundRobin => policy::round_robin::order(cands, &pool.rotation, want, &mut picks),
+        Policy::Failover => policy::failover::order(cands, want, &mut picks),
+        Policy::Hash => {
+            let key = policy::hash::client_key(client.addr);
+            policy::hash::order(cands, &z.facts, key, want, &mut picks);
+            answer.widen_scope(match client.addr {
+                IpAddr::V4(_) => policy::hash::V4_PREFIX,
+                IpAddr::V6(_) => policy::hash::V6_PREFIX,
+            });
+        }
+    }
+    let before = answer.answers.len();
+    'sites: for &site in picks.as_slice() {
+        let Some(site) = z.sites.get(usize::from(site)) else {
+            continue;
+        };
+        if qtype == RecordType::A {
+            for ip in site.v4.iter() {
+                if answer.answers.len() - before >= want {
+                    break 'sites;
+                }
+                answer
+                    .answers
+                    .push(Record::from_rdata(owner.clone(), def.ttl, RData::A(A(*ip))));
+            }
+        } else {
+            for ip in site.v6.iter() {
+                if answer.answers.len() - before >= want {
+                    break 'sites;
+                }
+                answer.answers.push(Record::from_rdata(
+                    owner.clone(),
+                    def.ttl,
+                    RData::AAAA(AAAA(*ip)),
+                ));
+            }
+        }
+    }
+    answer.answers.len() > before
+}
+
+/// The shard of a tenant name (`<tenant>.<tenant_suffix>`), or of the default shard
+/// for unknown tenants when one is configured.
+fn tenant_shard(zone: &ZoneSnap, key: &[u8]) -> Option<ShardIdx> {
+    let sharding = zone.zone.sharding.as_ref()?;
+    let label_len = usize::from(*key.first()?);
+    if parent_key(key)? != &*sharding.tenant_suffix_key {
+        return None;
+    }
+    let label = key.get(1..1 + label_len)?;
+    let name = std::str::from_utf8(label).ok()?;
+    zone.tenants
+        .get(name)
+        .or(sharding.default_shard.map(ShardIdx))
+}
+
+fn answer_tenant(
+    snapshot: &Snapshot,
+    zone: &ZoneSnap,
+    shard: ShardIdx,
+    owner: &Name,
+    qtype: RecordType,
+    client: &Client,
+    answer: &mut Answer,
+) -> Step {
+    let z = &zone.zone;
+    let Some(sharding) = z.sharding.as_ref() else {
+        negative(z, ResponseCode::NXDomain, answer);
+        return Step::Done;
+    };
+    let Some((pool, shard_name)) = sharding.shards.get(usize::from(shard.0)) else {
+        negative(z, ResponseCode::NXDomain, answer);
+        return Step::Done;
+    };
+    match sharding.answer {
+        crate::model::TenantAnswer::Cname if qtype != RecordType::CNAME => {
+            answer.answers.push(Record::from_rdata(
+                owner.clone(),
+                sharding.tenant_ttl,
+                RData::CNAME(CNAME(shard_name.clone())),
+            ));
+            Step::Follow(shard_name.clone())
+        }
+        crate::model::TenantAnswer::Cname => {
+            answer.answers.push(Record::from_rdata(
+                owner.clone(),
+                sharding.tenant_ttl,
+                RData::CNAME(CNAME(shard_name.clone())),
+            ));
+            Step::Done
+        }
+        crate::model::TenantAnswer::Address => {
+            let start = answer.answers.len();
+            if !matches!(qtype, RecordType::A | RecordType::AAAA)
+                || !answer_pool(snapshot, zone, *pool, owner, qtype, client, answer)
+            {
+                negative(z, ResponseCode::NoError, answer);
+            }
+            // The address depends on the tenant mapping too: never cache it longer
+            // than the mapping.
+            for record in &mut answer.answers[start..] {
+                record.ttl = record.ttl.min(sharding.tenant_ttl);
+            }
+            Step::Done
+        }
+    }
+}

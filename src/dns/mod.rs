@@ -1,0 +1,299 @@
+//! The answer to one DNS message: bytes in, bytes out, from one snapshot.
+//!
+//! `respond` is the reference path: it parses with hickory-proto, validates (opcode,
+//! question count, EDNS version, ECS per RFC 7871), asks `lookup` for the answer and
+//! encodes it, truncating for UDP. It is a pure function of (snapshot, message, client,
+//! transport): the front ends in `server` only move bytes.
+//! Invariant: nothing here awaits, locks, logs above `trace`, or panics on input.
+
+pub mod lookup;
+pub mod wire;
+
+use std::net::IpAddr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use crate::snapshot::Snapshot;
+pub use lookup::{Answer, Client};
+
+/// The transport a message came over: UDP answers are limited in size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// The UDP payload size we advertise and honour at most: the DNS flag day 2020 value,
+/// which avoids IP fragmentation on almost every path.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The EDNS Client Subnet of a query, validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ecs {
+    /// The address with every bit past `source_prefix` zero.
+    pub addr: IpAddr,
+    pub source_prefix: u8,
+}
+
+/// Answers one message. `None` means "send nothing" (too short to carry an ID, or a
+/// response rather than a query).
+pub fn respond(
+    snapshot: &Snapshot,
+    bytes: &[u8],
+    src: IpAddr,
+    transport: Transport,
+) -> Option<Vec<u8>> {
+    let header = RawHeader::parse(bytes)?;
+    if header.is_response() {
+        // Never answer responses: that is how reflection loops start.
+        return None;
+    }
+    let message = match Message::from_vec(bytes) {
+        Ok(message) => message,
+        Err(_) => return Some(error_reply(&header, bytes, ResponseCode::FormErr)),
+    };
+    if message.metadata.op_code != OpCode::Query {
+        return Some(error_reply(&header, bytes, ResponseCode::NotImp));
+    }
+    let [query] = message.queries.as_slice() else {
+        return Some(error_reply(&header, bytes, ResponseCode::FormErr));
+    };
+    let request_edns = message.edns.as_ref();
+    let ecs = match request_edns.map(|edns| parse_ecs(edns, bytes)).transpose() {
+        Ok(ecs) => ecs.flatten(),
+        Err(()) => return Some(error_reply(&header, bytes, ResponseCode::FormErr)),
+    };
+    let mut response = Message::new(message.metadata.id, MessageType::Response, OpCode::Query);
+    response.metadata.recursion_desired = message.metadata.recursion_desired;
+    response.metadata.checking_disabled = message.metadata.checking_disabled;
+    response.add_query(query.clone());
+    if let Some(edns) = request_edns
+        && edns.version() > 0
+    {
+        // RFC 6891 section 6.1.3: BADVERS, with an OPT of the version we speak.
+        response.metadata.response_code = ResponseCode::BADVERS;
+        response.set_edns(response_edns(edns, None));
+        return encode(&response, transport, 512);
+    }
+    let client = Client::new(src, ecs);
+    let answer = answer_query(snapshot, query, &client);
+    response.metadata.response_code = answer.rcode;
+    response.metadata.authoritative = answer.authoritative;
+    let scope = answer.scope;
+    response.answers = answer.answers;
+    response.authorities = answer.authority;
+    response.additionals = answer.additional;
+    let limit = match request_edns {
+        Some(edns) => edns.max_payload().clamp(512, MAX_UDP_PAYLOAD),
+        None => 512,
+    };
+    if let Some(edns) = request_edns {
+        response.set_edns(response_edns(edns, ecs.map(|e| (e, scope))));
+    }
+    encode(&response, transport, limit)
+}
+
+fn answer_query(snapshot: &Snapshot, query: &Query, client: &Client) -> Answer {
+    if query.query_class() != DNSClass::IN {
+        return Answer::rcode(ResponseCode::Refused);
+    }
+    match query.query_type() {
+        // No zone transfers, and meta-types are not questions about data.
+        RecordType::AXFR | RecordType::IXFR | RecordType::OPT => {
+            Answer::rcode(ResponseCode::Refused)
+        }
+        _ => lookup::lookup(snapshot, query.name(), query.query_type(), client),
+    }
+}
+
+/// Encodes a response; over UDP, one that does not fit `limit` becomes an empty one with
+/// TC set (RFC 1035 section 4.2.1, RFC 2181 section 9), keeping the question and OPT.
+fn encode(response: &Message, transport: Transport, limit: u16) -> Option<Vec<u8>> {
+    let bytes = response.to_vec().ok()?;
+    if transport == Transport::Tcp || bytes.len() <= usize::from(limit) {
+        return Some(bytes);
+    }
+    let mut truncated = Message::new(response.metadata.id, MessageType::Response, OpCode::Query);
+    truncated.metadata = response.metadata;
+    truncated.metadata.truncation = true;
+    truncated.queries = response.queries.clone();
+    truncated.edns = response.edns.clone();
+    truncated.to_vec().ok()
+}
+
+/// RFC 6891: our OPT advertises our payload size and version 0 and copies the DO bit
+/// (RFC 3225 section 3). RFC 7871 section 7.2.1: the ECS option is echoed with the
+/// same family, source prefix and address, and the scope prefix of the answer.
+fn response_edns(request: &Edns, ecs: Option<(Ecs, u8)>) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(MAX_UDP_PAYLOAD);
+    edns.set_version(0);
+    edns.set_dnssec_ok(request.flags().dnssec_ok);
+    if let Some((ecs, scope)) = ecs {
+        let subnet = ClientSubnet::new(ecs.addr, ecs.source_prefix, scope.min(ecs.source_prefix));
+        edns.options_mut().insert(EdnsOption::Subnet(subnet));
+    }
+    edns
+}
+
+/// Validates the ECS option of a query (RFC 7871 section 6): at most one, a known
+/// family (hickory rejects others while parsing), a source prefix within the family, a
+/// zero scope prefix, an address of exactly the bytes the prefix needs, and no address
+/// bits set past the source prefix.
+fn parse_ecs(edns: &Edns, bytes: &[u8]) -> Result<Option<Ecs>, ()> {
+    let options = edns.options().get_all(EdnsCode::Subnet);
+    let subnet = match options.as_slice() {
+        [] => return Ok(None),
+        [EdnsOption::Subnet(subnet)] => subnet,
+        _ => return Err(()),
+    };
+    let source = subnet.source_prefix();
+    // hickory reads only the address bytes the prefix needs; the option must hold
+    // exactly those (section 6: "the ADDRESS ... MUST be truncated").
+    let expected_len = 4 + usize::from(source).div_ceil(8);
+    if wire::ecs_option(bytes).map(<[u8]>::len) != Some(expected_len) {
+        return Err(());
+    }
+    if subnet.scope_prefix() != 0 {
+        return Err(());
+    }
+    let addr = subnet.addr();
+    let masked = mask(addr, source).ok_or(())?;
+    if masked != addr {
+        return Err(());
+    }
+    Ok(Some(Ecs {
+        addr,
+        source_prefix: source,
+    }))
+}
+
+/// The address with every bit past `prefix` cleared; `None` if the prefix is too long.
+pub fn mask(addr: IpAddr, prefix: u8) -> Option<IpAddr> {
+    match addr {
+        IpAddr::V4(v4) if prefix <= 32 => {
+            let bits = u32::from(v4);
+            let keep = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            Some(IpAddr::V4((bits & keep).into()))
+        }
+        IpAddr::V6(v6) if prefix <= 128 => {
+            let bits = u128::from(v6);
+            let keep = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            Some(IpAddr::V6((bits & keep).into()))
+        }
+        _ => None,
+    }
+}
+
+/// The fixed 12-byte header, read by hand so that even a message hickory cannot parse
+/// gets a reply carrying its ID.
+struct RawHeader {
+    id: u16,
+    flags: u16,
+}
+
+impl RawHeader {
+    fn parse(bytes: &[u8]) -> Option<RawHeader> {
+        let head = bytes.get(..12)?;
+        Some(RawHeader {
+            id: u16::from_be_bytes([head[0], head[1]]),
+            flags: u16::from_be_bytes([head[2], head[3]]),
+        })
+    }
+
+    fn is_response(&self) -> bool {
+        self.flags & 0x8000 != 0
+    }
+
+    fn opcode(&self) -> u8 {
+        ((self.flags >> 11) & 0x0f) as u8
+    }
+}
+
+/// An error reply: the request's ID, opcode and RD bit, the rcode, and the question
+/// when it can be read, nothing else.
+fn error_reply(header: &RawHeader, bytes: &[u8], rcode: ResponseCode) -> Vec<u8> {
+    let question = read_question(bytes);
+    let mut out = Vec::with_capacity(12 + question.map_or(0, <[u8]>::len));
+    out.extend_from_slice(&header.id.to_be_bytes());
+    let rd = header.flags & 0x0100;
+    let flags = 0x8000 | (u16::from(header.opcode()) << 11) | rd | u16::from(rcode.low());
+    out.extend_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&[0, u8::from(question.is_some()), 0, 0, 0, 0, 0, 0]);
+    if let Some(question) = question {
+        out.extend_from_slice(question);
+    }
+    out
+}
+
+/// The raw bytes of the first question, if the message has exactly one that parses.
+fn read_question(bytes: &[u8]) -> Option<&[u8]> {
+    let qdcount = u16::from_be_bytes([*bytes.get(4)?, *bytes.get(5)?]);
+    if qdcount != 1 {
+        return None;
+    }
+    let body = bytes.get(12..)?;
+    let mut decoder = BinDecoder::new(body);
+    Query::read(&mut decoder).ok()?;
+    // Only uncompressed names can be copied verbatim; a pointer in a question is odd
+    // enough that leaving the question out is the safer reply.
+    let used = decoder.index();
+    let question = body.get(..used)?;
+    if question
+        .iter()
+        .take(used.saturating_sub(4))
+        .any(|b| b & 0xc0 == 0xc0)
+    {
+        return None;
+    }
+    Some(question)
+}
+
+/// A record with the given owner (keeping the querier's spelling of the name).
+pub(crate) fn with_owner(record: &Record, owner: &hickory_proto::rr::Name) -> Record {
+    let mut record = record.clone();
+    record.name = owner.clone();
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks() {
+        let a: IpAddr = "192.0.2.77".parse().unwrap();
+        assert_eq!(mask(a, 24), Some("192.0.2.0".parse().unwrap()));
+        assert_eq!(mask(a, 0), Some("0.0.0.0".parse().unwrap()));
+        assert_eq!(mask(a, 32), Some(a));
+        assert_eq!(mask(a, 33), None);
+        let b: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        assert_eq!(mask(b, 48), Some("2001:db8:1::".parse().unwrap()));
+    }
+
+    #[test]
+    fn short_and_response_messages_get_nothing() {
+        let snapshot = Snapshot::empty();
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(respond(&snapshot, &[0; 11], src, Transport::Udp), None);
+        let mut response = [0u8; 12];
+        response[2] = 0x80;
+        assert_eq!(respond(&snapshot, &response, src, Transport::Udp), None);
+    }
+
+    #[test]
+    fn garbage_gets_formerr_with_the_id() {
+        let snapshot = Snapshot::empty();
+        let src: IpAddr = "127.0.0.1".parse().unwrap();
+        let garbage = [
+            0xab, 0xcd, 0x01, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0, 0x3f, 1, 2,
+        ];
+        let reply = respond(&snapshot, &garbage, src, Transport::Udp).unwrap();
+        assert_eq!(&reply[..2], &[0xab, 0xcd]);
+        assert_eq!(reply[3] & 0x0f, 1, "FORMERR");
+        assert_eq!(reply[2] & 0x80, 0x80, "QR");
+    }
+}

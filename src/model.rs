@@ -1,0 +1,1383 @@
+//! The validated domain model: zones, sites, checks, pools, shards, built from the raw
+//! config with every reference resolved.
+//!
+//! `Model::load` turns files into a `Model` or into every error found (file, line, key).
+//! After it, a `Pool` that names an unknown site cannot exist, names are absolute
+//! lower-case DNS names, addresses are `IpAddr`s and durations `Duration`s, so nothing
+//! downstream re-checks. This module does no network I/O and knows nothing of health.
+//! Invariant: `Model` and its parts do not derive `Deserialize`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_proto::rr::rdata::{NS, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use toml::Spanned;
+
+use crate::config::{
+    self, ConfigError, ConfigErrors, RawCheck, RawPool, RawSharding, RawSite, RawZoneFile, Source,
+};
+use crate::geo::{Code2, Coord};
+use crate::health::{CheckKind, CheckSpec, StatusSet};
+
+/// Index of a site in its zone's `sites`.
+pub type SiteIdx = u16;
+/// Index of a pool in its zone's `pools` (shards come after the named pools).
+pub type PoolIdx = u16;
+
+/// Largest number of sites a zone may have: indices are `u16` and a pool's candidate
+/// list must fit the fixed buffers of the query path.
+pub const MAX_SITES: usize = 1024;
+/// Largest number of sites one pool may list.
+pub const MAX_POOL_SITES: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct Model {
+    pub zones: Vec<Zone>,
+}
+
+#[derive(Debug)]
+pub struct Zone {
+    pub file: PathBuf,
+    /// Absolute, lower-case.
+    pub origin: Name,
+    pub ttl: u32,
+    pub soa: Record,
+    /// NS records at the apex.
+    pub ns: Vec<Record>,
+    /// Static records, absolute lower-case owner names, including the apex SOA and NS.
+    pub records: Vec<Record>,
+    pub sites: Vec<Site>,
+    /// Named pools first, then one pool per shard (see `Sharding::first_shard`).
+    pub pools: Vec<Pool>,
+    pub sharding: Option<Sharding>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    pub v4: Vec<Ipv4Addr>,
+    pub v6: Vec<Ipv6Addr>,
+    pub coord: Option<Coord>,
+    pub country: Option<Code2>,
+    pub continent: Option<Code2>,
+    pub weight: u32,
+    pub check: Option<CheckSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    Geo,
+    Weighted,
+    RoundRobin,
+    Failover,
+    Hash,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Geo => "geo",
+            Policy::Weighted => "weighted",
+            Policy::RoundRobin => "round-robin",
+            Policy::Failover => "failover",
+            Policy::Hash => "hash",
+        }
+    }
+}
+
+/// What a pool answers when none of its sites is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllDown {
+    /// Answer as if every site were up (fail open).
+    All,
+    /// Answer NODATA (fail closed).
+    None,
+}
+
+/// Where `regions` sends clients of one country or continent, or unknown clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RegionKey {
+    Country(Code2),
+    Continent(Code2),
+    Default,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    /// Absolute lower-case owner names answered by this pool.
+    pub names: Vec<Name>,
+    pub sites: Vec<SiteIdx>,
+    pub policy: Policy,
+    pub answers: usize,
+    pub ttl: u32,
+    pub when_all_down: AllDown,
+    pub regions: BTreeMap<RegionKey, Vec<SiteIdx>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TenantAnswer {
+    Cname,
+    Address,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sharding {
+    /// Absolute name under which shard names live (`shard.example.test.`).
+    pub shard_suffix: Name,
+    /// Absolute name under which tenant names live; the origin for `"@"`.
+    pub tenant_suffix: Name,
+    /// The tenant map file, resolved against the zone file's directory.
+    pub tenants: Option<PathBuf>,
+    pub tenant_ttl: u32,
+    pub answer: TenantAnswer,
+    /// Shard names, in the order of their pools.
+    pub shards: Vec<String>,
+    /// Index in `Zone::pools` of the first shard's pool.
+    pub first_shard: usize,
+    /// Index into `shards`.
+    pub default_shard: Option<u16>,
+}
+
+impl Model {
+    /// Loads every zone file found under `paths` (files, or directories of `*.toml`).
+    pub fn load(paths: &[PathBuf]) -> Result<Model, ConfigErrors> {
+        let mut errors = Vec::new();
+        let files = zone_files(paths, &mut errors);
+        let mut zones = Vec::new();
+        for file in files {
+            match Source::read(&file) {
+                Ok(source) => match zone_from_source(&source) {
+                    Ok(zone) => zones.push(zone),
+                    Err(mut errs) => errors.append(&mut errs),
+                },
+                Err(err) => errors.push(err),
+            }
+        }
+        check_distinct_origins(&zones, &mut errors);
+        if errors.is_empty() {
+            Ok(Model { zones })
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Number of distinct owner names served (static, pool, shard), for `check`'s summary.
+    pub fn n_names(&self) -> usize {
+        self.zones
+            .iter()
+            .map(|zone| {
+                let mut names: BTreeSet<&Name> = zone.records.iter().map(|r| &r.name).collect();
+                names.extend(zone.pools.iter().flat_map(|p| p.names.iter()));
+                names.len()
+            })
+            .sum()
+    }
+}
+
+fn zone_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.is_file() && is_zone_file(p))
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(err) => errors.push(file_error(path, format!("cannot read directory: {err}"))),
+            }
+        } else if path.exists() {
+            files.push(path.clone());
+        } else {
+            errors.push(file_error(path, "no such file or directory".to_string()));
+        }
+    }
+    if files.is_empty() && errors.is_empty() {
+        let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        errors.push(ConfigError {
+            file: PathBuf::from(shown.join(", ")),
+            line: 0,
+            key: String::new(),
+            message: "no zone files found (zone files end in .toml)".to_string(),
+        });
+    }
+    files
+}
+
+/// Zone files end in `.toml`; tenant maps (`*.tenants.toml`) beside them are not zones.
+fn is_zone_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".toml") && !name.ends_with(".tenants.toml")
+}
+
+fn file_error(path: &Path, message: String) -> ConfigError {
+    ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        key: String::new(),
+        message,
+    }
+}
+
+fn check_distinct_origins(zones: &[Zone], errors: &mut Vec<ConfigError>) {
+    let mut seen: HashMap<&Name, &Path> = HashMap::new();
+    for zone in zones {
+        if let Some(first) = seen.insert(&zone.origin, &zone.file) {
+            errors.push(ConfigError {
+                file: zone.file.clone(),
+                line: 0,
+                key: "zone.origin".to_string(),
+                message: format!(
+                    "zone {} is already defined in {}",
+                    zone.origin,
+                    first.display()
+                ),
+            });
+        }
+    }
+}
+
+/// Builds one zone from its file, collecting every error.
+pub fn zone_from_source(source: &Source) -> Result<Zone, Vec<ConfigError>> {
+    let raw = config::parse_zone_file(source)?;
+    let mut cx = Cx {
+        source,
+        errors: Vec::new(),
+    };
+    let zone = cx.zone(&raw);
+    match zone {
+        Some(zone) if cx.errors.is_empty() => Ok(zone),
+        _ => {
+            let mut errors = cx.errors;
+            errors.sort_by_key(|e| e.line);
+            Err(errors)
+        }
+    }
+}
+
+/// Validation context: the source for locating errors, and the errors so far.
+struct Cx<'a> {
+    source: &'a Source,
+    errors: Vec<ConfigError>,
+}
+
+impl Cx<'_> {
+    fn err<T>(&mut self, value: &Spanned<T>, key: impl Into<String>, message: impl Into<String>) {
+        let error = self.source.at(value, key, message);
+        self.errors.push(error);
+    }
+
+    fn zone(&mut self, raw: &RawZoneFile) -> Option<Zone> {
+        let zone = raw.zone.get_ref();
+        let origin = self.origin(&zone.origin)?;
+        let ttl = self.ttl(zone.ttl.as_ref(), "zone.ttl", 300);
+        let (soa, ns) = self.apex(raw, &origin, ttl);
+        let mut records = vec![soa.clone()];
+        records.extend(ns.iter().cloned());
+        for (i, record) in raw.records.iter().enumerate() {
+            if let Some(record) = self.record(record, i, &origin, ttl) {
+                records.push(record);
+            }
+        }
+        let checks = self.checks(raw);
+        let sites = self.sites(raw, &checks);
+        let site_names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
+        let mut pools = Vec::new();
+        for (name, pool) in &raw.pools {
+            let key = format!("pools.{}", name.get_ref());
+            if let Some(pool) = self.pool(name, pool, &key, &origin, &site_names, &sites, true) {
+                pools.push(pool);
+            }
+        }
+        let sharding = self.sharding(raw, &origin, &site_names, &sites, &mut pools);
+        if sites.len() > MAX_SITES {
+            self.errors.push(self.source.error(
+                0,
+                "sites",
+                format!(
+                    "too many sites ({}; at most {MAX_SITES} per zone)",
+                    sites.len()
+                ),
+            ));
+        }
+        let zone = Zone {
+            file: self.source.path.clone(),
+            origin,
+            ttl,
+            soa,
+            ns,
+            records,
+            sites,
+            pools,
+            sharding,
+        };
+        self.check_names(raw, &zone);
+        Some(zone)
+    }
+
+    fn origin(&mut self, raw: &Spanned<String>) -> Option<Name> {
+        match Name::from_str(raw.get_ref()) {
+            Ok(name) if !raw.get_ref().trim().is_empty() => {
+                let mut name = name.to_lowercase();
+                name.set_fqdn(true);
+                Some(name)
+            }
+            Ok(_) => {
+                self.err(raw, "zone.origin", "origin must not be empty");
+                None
+            }
+            Err(err) => {
+                self.err(raw, "zone.origin", format!("invalid domain name: {err}"));
+                None
+            }
+        }
+    }
+
+    /// Resolves a possibly relative name: `@` is the origin, a trailing dot makes it absolute.
+    fn name(&mut self, raw: &Spanned<String>, key: &str, origin: &Name) -> Option<Name> {
+        let text = raw.get_ref().trim();
+        if text == "@" {
+            return Some(origin.clone());
+        }
+        if text.is_empty() {
+            self.err(raw, key, "name must not be empty (use \"@\" for the apex)");
+            return None;
+        }
+        let parsed = Name::from_str(text).and_then(|name| {
+            if name.is_fqdn() {
+                Ok(name)
+            } else {
+                name.append_domain(origin)
+            }
+        });
+        match parsed {
+            Ok(name) => Some(name.to_lowercase()),
+            Err(err) => {
+                self.err(raw, key, format!("invalid domain name \"{text}\": {err}"));
+                None
+            }
+        }
+    }
+
+    fn in_zone(&mut self, raw: &Spanned<String>, key: &str, name: &Name, origin: &Name) -> bool {
+        if origin.zone_of(name) {
+            true
+        } else {
+            self.err(raw, key, format!("{name} is outside the zone {origin}"));
+            false
+        }
+    }
+
+    fn ttl(&mut self, raw: Option<&Spanned<i64>>, key: &str, default: u32) -> u32 {
+        self.u32_in(raw, key, default, 0, i32::MAX as u32)
+    }
+
+    fn u32_in(
+        &mut self,
+        raw: Option<&Spanned<i64>>,
+        key: &str,
+        default: u32,
+        min: u32,
+        max: u32,
+    ) -> u32 {
+        let Some(raw) = raw else { return default };
+        let value = *raw.get_ref();
+        if value < i64::from(min) || value > i64::from(max) {
+            self.err(raw, key, format!("{value} is out of range ({min}..={max})"));
+            default
+        } else {
+            value as u32
+        }
+    }
+
+    fn apex(&mut self, raw: &RawZoneFile, origin: &Name, ttl: u32) -> (Record, Vec<Record>) {
+        let zone = raw.zone.get_ref();
+        let mut ns_names = Vec::new();
+        for (i, ns) in zone.ns.iter().enumerate() {
+            if let Some(name) = self.name(ns, &format!("zone.ns[{i}]"), origin) {
+                ns_names.push(name);
+            }
+        }
+        if zone.ns.is_empty() {
+            self.errors.push(self.source.error(
+                raw.zone.span().start,
+                "zone.ns",
+                "at least one name server is required",
+            ));
+        }
+        let soa = zone.soa.as_ref();
+        let s = soa.map(Spanned::get_ref);
+        let mname = match s.and_then(|s| s.mname.as_ref()) {
+            Some(m) => self.name(m, "zone.soa.mname", origin),
+            None => ns_names.first().cloned(),
+        }
+        .unwrap_or_else(|| origin.clone());
+        let rname = match s.and_then(|s| s.rname.as_ref()) {
+            Some(r) => self.name(r, "zone.soa.rname", origin),
+            None => Name::from_str("hostmaster")
+                .ok()
+                .and_then(|n| n.append_domain(origin).ok()),
+        }
+        .unwrap_or_else(|| origin.clone());
+        let refresh = self.u32_in(
+            s.and_then(|s| s.refresh.as_ref()),
+            "zone.soa.refresh",
+            3600,
+            0,
+            i32::MAX as u32,
+        );
+        let retry = self.u32_in(
+            s.and_then(|s| s.retry.as_ref()),
+            "zone.soa.retry",
+            600,
+            0,
+            i32::MAX as u32,
+        );
+        let expire = self.u32_in(
+            s.and_then(|s| s.expire.as_ref()),
+            "zone.soa.expire",
+            1_209_600,
+            0,
+            i32::MAX as u32,
+        );
+        let minimum = self.u32_in(
+            s.and_then(|s| s.minimum.as_ref()),
+            "zone.soa.minimum",
+            60,
+            0,
+            i32::MAX as u32,
+        );
+        let serial = match s.and_then(|s| s.serial.as_ref()) {
+            Some(serial) => self.u32_in(Some(serial), "zone.soa.serial", 1, 0, u32::MAX),
+            None => content_serial(&self.source.text),
+        };
+        let soa = Record::from_rdata(
+            origin.clone(),
+            ttl,
+            RData::SOA(SOA::new(
+                mname,
+                rname,
+                serial,
+                refresh as i32,
+                retry as i32,
+                expire as i32,
+                minimum,
+            )),
+        );
+        let ns = ns_names
+            .into_iter()
+            .map(|name| Record::from_rdata(origin.clone(), ttl, RData::NS(NS(name))))
+            .collect();
+        (soa, ns)
+    }
+
+    fn record(
+        &mut self,
+        raw: &Spanned<config::RawRecord>,
+        i: usize,
+        origin: &Name,
+        default_ttl: u32,
+    ) -> Option<Record> {
+        let r = raw.get_ref();
+        let key = format!("records[{i}]");
+        let name = self.name(&r.name, &format!("{key}.name"), origin)?;
+        if !self.in_zone(&r.name, &format!("{key}.name"), &name, origin) {
+            return None;
+        }
+        let ttl = self.ttl(r.ttl.as_ref(), &format!("{key}.ttl"), default_ttl);
+        let rtype = match RecordType::from_str(&r.rtype.get_ref().to_ascii_uppercase()) {
+            Ok(t) if is_static_type(t) => t,
+            Ok(t) => {
+                self.err(
+                    &r.rtype,
+                    format!("{key}.type"),
+                    format!("type {t} cannot be a static record here"),
+                );
+                return None;
+            }
+            Err(_) => {
+                self.err(
+                    &r.rtype,
+                    format!("{key}.type"),
+                    format!("unknown record type \"{}\"", r.rtype.get_ref()),
+                );
+                return None;
+            }
+        };
+        if rtype == RecordType::NS && name == *origin {
+            self.err(
+                &r.rtype,
+                format!("{key}.type"),
+                "NS records at the apex come from zone.ns",
+            );
+            return None;
+        }
+        let data = absolutize_data(rtype, r.data.get_ref(), origin);
+        match RData::try_from_str(rtype, &data) {
+            Ok(rdata) => Some(Record::from_rdata(name, ttl, rdata)),
+            Err(err) => {
+                self.err(
+                    &r.data,
+                    format!("{key}.data"),
+                    format!("invalid {rtype} data \"{}\": {err}", r.data.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn checks(&mut self, raw: &RawZoneFile) -> HashMap<String, CheckSpec> {
+        let mut checks = HashMap::new();
+        for (name, check) in &raw.checks {
+            let key = format!("checks.{}", name.get_ref());
+            if let Some(spec) = self.check(name.get_ref(), check.get_ref(), &key) {
+                checks.insert(name.get_ref().clone(), spec);
+            }
+        }
+        checks
+    }
+
+    fn check(&mut self, name: &str, c: &RawCheck, key: &str) -> Option<CheckSpec> {
+        let kind = match c.kind.get_ref().as_str() {
+            "http" => CheckKind::Http,
+            "https" => CheckKind::Https,
+            "tcp" => CheckKind::Tcp,
+            other => {
+                let hint = suggest(other, &["http", "https", "tcp"]);
+                self.err(
+                    &c.kind,
+                    format!("{key}.kind"),
+                    format!("unknown check kind \"{other}\"{hint}"),
+                );
+                return None;
+            }
+        };
+        let default_port = match kind {
+            CheckKind::Http => 80,
+            CheckKind::Https => 443,
+            CheckKind::Tcp => 0,
+        };
+        let port = match c.port.as_ref() {
+            Some(p) => self.u32_in(Some(p), &format!("{key}.port"), 0, 1, 65535) as u16,
+            None if kind == CheckKind::Tcp => {
+                self.errors.push(self.source.error(
+                    c.kind.span().start,
+                    format!("{key}.port"),
+                    "tcp checks need a port",
+                ));
+                0
+            }
+            None => default_port,
+        };
+        if kind == CheckKind::Tcp {
+            for (value, field) in [(&c.path, "path"), (&c.host, "host")] {
+                if let Some(v) = value {
+                    self.err(
+                        v,
+                        format!("{key}.{field}"),
+                        "only http and https checks take this key",
+                    );
+                }
+            }
+            if let Some(v) = &c.expect {
+                self.err(
+                    v,
+                    format!("{key}.expect"),
+                    "only http and https checks take this key",
+                );
+            }
+        }
+        if let (Some(v), false) = (&c.insecure, kind == CheckKind::Https) {
+            self.err(
+                v,
+                format!("{key}.insecure"),
+                "only https checks take this key",
+            );
+        }
+        let path = match &c.path {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                self.err(p, format!("{key}.path"), "path must start with \"/\"");
+                "/".to_string()
+            }
+            Some(p) => p.get_ref().clone(),
+            None => "/".to_string(),
+        };
+        let expect = match &c.expect {
+            Some(list) if list.get_ref().is_empty() => {
+                self.err(
+                    list,
+                    format!("{key}.expect"),
+                    "expect must list at least one status code",
+                );
+                StatusSet::default_ok()
+            }
+            Some(list) => {
+                let mut codes = Vec::new();
+                for (i, code) in list.get_ref().iter().enumerate() {
+                    codes.push(
+                        self.u32_in(Some(code), &format!("{key}.expect[{i}]"), 200, 100, 599)
+                            as u16,
+                    );
+                }
+                StatusSet::from_codes(&codes)
+            }
+            None => StatusSet::default_ok(),
+        };
+        let interval = self.duration(
+            c.interval.as_ref(),
+            &format!("{key}.interval"),
+            Duration::from_secs(5),
+        );
+        let timeout = self.duration(
+            c.timeout.as_ref(),
+            &format!("{key}.timeout"),
+            Duration::from_secs(2).min(interval),
+        );
+        if timeout > interval
+            && let Some(t) = &c.timeout
+        {
+            self.err(
+                t,
+                format!("{key}.timeout"),
+                "timeout must not be longer than interval",
+            );
+        }
+        let rise = self.u32_in(c.rise.as_ref(), &format!("{key}.rise"), 2, 1, 100);
+        let fall = self.u32_in(c.fall.as_ref(), &format!("{key}.fall"), 3, 1, 100);
+        let address = c
+            .address
+            .as_ref()
+            .and_then(|a| match a.get_ref().parse::<IpAddr>() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    self.err(
+                        a,
+                        format!("{key}.address"),
+                        format!("invalid IP address \"{}\"", a.get_ref()),
+                    );
+                    None
+                }
+            });
+        Some(CheckSpec {
+            name: name.to_string(),
+            kind,
+            port,
+            path,
+            host: c.host.as_ref().map(|h| h.get_ref().clone()),
+            expect,
+            interval,
+            timeout,
+            rise,
+            fall,
+            address,
+            insecure: c.insecure.as_ref().is_some_and(|v| *v.get_ref()),
+        })
+    }
+
+    fn duration(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(raw) = raw else { return default };
+        match config::parse_duration(raw.get_ref()) {
+            Some(d) if d >= Duration::from_millis(10) => d,
+            Some(_) => {
+                self.err(raw, key, "duration must be at least 10ms");
+                default
+            }
+            None => {
+                self.err(
+                    raw,
+                    key,
+                    format!(
+                        "invalid duration \"{}\" (use e.g. \"500ms\", \"5s\", \"1m\")",
+                        raw.get_ref()
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn sites(&mut self, raw: &RawZoneFile, checks: &HashMap<String, CheckSpec>) -> Vec<Site> {
+        let mut sites = Vec::new();
+        for (name, site) in &raw.sites {
+            let key = format!("sites.{}", name.get_ref());
+            sites.push(self.site(name.get_ref(), site.get_ref(), &key, raw, checks));
+        }
+        sites
+    }
+
+    fn site(
+        &mut self,
+        name: &str,
+        s: &RawSite,
+        key: &str,
+        raw: &RawZoneFile,
+        checks: &HashMap<String, CheckSpec>,
+    ) -> Site {
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for (i, addr) in s.addresses.iter().enumerate() {
+            match addr.get_ref().parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) if !v4.contains(&ip) => v4.push(ip),
+                Ok(IpAddr::V6(ip)) if !v6.contains(&ip) => v6.push(ip),
+                Ok(_) => self.err(addr, format!("{key}.addresses[{i}]"), "duplicate address"),
+                Err(_) => self.err(
+                    addr,
+                    format!("{key}.addresses[{i}]"),
+                    format!("invalid IP address \"{}\"", addr.get_ref()),
+                ),
+            }
+        }
+        if s.addresses.is_empty() {
+            let span = raw
+                .sites
+                .iter()
+                .find(|(n, _)| n.get_ref() == name)
+                .map_or(0, |(n, _)| n.span().start);
+            self.errors.push(self.source.error(
+                span,
+                format!("{key}.addresses"),
+                "a site needs at least one address",
+            ));
+        }
+        let coord = s.location.as_ref().and_then(|loc| {
+            let l = loc.get_ref();
+            let (lat, lon) = (*l.lat.get_ref(), *l.lon.get_ref());
+            if !(-90.0..=90.0).contains(&lat) {
+                self.err(
+                    &l.lat,
+                    format!("{key}.location.lat"),
+                    format!("latitude {lat} is outside -90..=90"),
+                );
+                None
+            } else if !(-180.0..=180.0).contains(&lon) {
+                self.err(
+                    &l.lon,
+                    format!("{key}.location.lon"),
+                    format!("longitude {lon} is outside -180..=180"),
+                );
+                None
+            } else {
+                Some(Coord { lat, lon })
+            }
+        });
+        let country = s
+            .country
+            .as_ref()
+            .and_then(|c| self.code(c, &format!("{key}.country"), false));
+        let continent = s
+            .continent
+            .as_ref()
+            .and_then(|c| self.code(c, &format!("{key}.continent"), true));
+        let weight = self.u32_in(s.weight.as_ref(), &format!("{key}.weight"), 1, 1, 1_000_000);
+        let check = s
+            .check
+            .as_ref()
+            .and_then(|c| match checks.get(c.get_ref()) {
+                Some(spec) => Some(spec.clone()),
+                None => {
+                    if !raw.checks.keys().any(|k| k.get_ref() == c.get_ref()) {
+                        let known: Vec<&str> =
+                            raw.checks.keys().map(|k| k.get_ref().as_str()).collect();
+                        self.err(
+                            c,
+                            format!("{key}.check"),
+                            format!(
+                                "unknown check \"{}\"{}",
+                                c.get_ref(),
+                                known_list(c.get_ref(), &known)
+                            ),
+                        );
+                    }
+                    None
+                }
+            });
+        Site {
+            name: name.to_string(),
+            v4,
+            v6,
+            coord,
+            country,
+            continent,
+            weight,
+            check,
+        }
+    }
+
+    fn code(&mut self, raw: &Spanned<String>, key: &str, continent: bool) -> Option<Code2> {
+        let code = Code2::parse(raw.get_ref());
+        match code {
+            Some(code) if !continent || CONTINENTS.contains(&code.as_str()) => Some(code),
+            _ if continent => {
+                self.err(
+                    raw,
+                    key,
+                    format!(
+                        "unknown continent code \"{}\" (known: {})",
+                        raw.get_ref(),
+                        CONTINENTS.join(" ")
+                    ),
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    raw,
+                    key,
+                    format!(
+                        "country must be a two-letter ISO 3166 code, not \"{}\"",
+                        raw.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pool(
+        &mut self,
+        name: &Spanned<String>,
+        raw: &Spanned<RawPool>,
+        key: &str,
+        origin: &Name,
+        site_names: &[&str],
+        sites: &[Site],
+        named: bool,
+    ) -> Option<Pool> {
+        let p = raw.get_ref();
+        let mut names = Vec::new();
+        match (&p.names, named) {
+            (Some(list), true) => {
+                for (i, n) in list.iter().enumerate() {
+                    let k = format!("{key}.names[{i}]");
+                    if let Some(owner) = self.name(n, &k, origin)
+                        && self.in_zone(n, &k, &owner, origin)
+                    {
+                        names.push(owner);
+                    }
+                }
+                if list.is_empty() {
+                    self.errors.push(self.source.error(
+                        raw.span().start,
+                        format!("{key}.names"),
+                        "a pool needs at least one name",
+                    ));
+                }
+            }
+            (None, true) => self.errors.push(self.source.error(
+                name.span().start,
+                format!("{key}.names"),
+                "a pool needs `names`",
+            )),
+            (Some(_), false) => self.errors.push(self.source.error(
+                raw.span().start,
+                format!("{key}.names"),
+                "shards answer at <shard>.<shard_suffix>; they take no `names`",
+            )),
+            (None, false) => {}
+        }
+        let mut members = Vec::new();
+        for (i, site) in p.sites.iter().enumerate() {
+            let k = format!("{key}.sites[{i}]");
+            match self.site_idx(site, &k, site_names) {
+                Some(idx) if members.contains(&idx) => self.err(
+                    site,
+                    k,
+                    format!("site \"{}\" is listed twice", site.get_ref()),
+                ),
+                Some(idx) => members.push(idx),
+                None => {}
+            }
+        }
+        if p.sites.is_empty() {
+            self.errors.push(self.source.error(
+                name.span().start,
+                format!("{key}.sites"),
+                "a pool needs at least one site",
+            ));
+        }
+        if members.len() > MAX_POOL_SITES {
+            self.errors.push(self.source.error(
+                name.span().start,
+                format!("{key}.sites"),
+                format!("at most {MAX_POOL_SITES} sites per pool"),
+            ));
+        }
+        let policy = match p.policy.as_ref() {
+            None => Policy::Failover,
+            Some(policy) => match policy.get_ref().as_str() {
+                "geo" => Policy::Geo,
+                "weighted" => Policy::Weighted,
+                "round-robin" => Policy::RoundRobin,
+                "failover" => Policy::Failover,
+                "hash" => Policy::Hash,
+                other => {
+                    let hint = suggest(
+                        other,
+                        &["geo", "weighted", "round-robin", "failover", "hash"],
+                    );
+                    self.err(
+                        policy,
+                        format!("{key}.policy"),
+                        format!("unknown policy \"{other}\"{hint}"),
+                    );
+                    Policy::Failover
+                }
+            },
+        };
+        let answers = self.u32_in(p.answers.as_ref(), &format!("{key}.answers"), 1, 1, 64) as usize;
+        let ttl = self.ttl(p.ttl.as_ref(), &format!("{key}.ttl"), 30);
+        let when_all_down = match p.when_all_down.as_ref().map(|w| (w, w.get_ref().as_str())) {
+            None | Some((_, "all")) => AllDown::All,
+            Some((_, "none")) => AllDown::None,
+            Some((w, other)) => {
+                self.err(
+                    w,
+                    format!("{key}.when_all_down"),
+                    format!("unknown value \"{other}\" (expected \"all\" or \"none\")"),
+                );
+                AllDown::All
+            }
+        };
+        let mut regions = BTreeMap::new();
+        if let Some(raw_regions) = &p.regions {
+            if policy != Policy::Geo {
+                self.errors.push(self.source.error(
+                    raw.span().start,
+                    format!("{key}.regions"),
+                    "regions only apply to the geo policy",
+                ));
+            }
+            for (code, list) in raw_regions {
+                let k = format!("{key}.regions.{}", code.get_ref());
+                let region = match code.get_ref().as_str() {
+                    "default" => Some(RegionKey::Default),
+                    c => {
+                        match Code2::parse(c) {
+                            Some(code2) if CONTINENTS.contains(&code2.as_str()) && c.len() == 2 => {
+                                // Two-letter codes that are continents (EU, NA, ...) are read as
+                                // continents; no ISO 3166 country uses these codes except... none.
+                                Some(RegionKey::Continent(code2))
+                            }
+                            Some(code2) => Some(RegionKey::Country(code2)),
+                            None => {
+                                self.err(code, k.clone(), format!("\"{c}\" is not a country code, a continent code or \"default\""));
+                                None
+                            }
+                        }
+                    }
+                };
+                let mut idxs = Vec::new();
+                for (i, site) in list.iter().enumerate() {
+                    let sk = format!("{k}[{i}]");
+                    if let Some(idx) = self.site_idx(site, &sk, site_names) {
+                        if !members.contains(&idx) {
+                            self.err(
+                                site,
+                                sk,
+                                format!("site \"{}\" is not in this pool's sites", site.get_ref()),
+                            );
+                        } else if !idxs.contains(&idx) {
+                            idxs.push(idx);
+                        }
+                    }
+                }
+                if let Some(region) = region {
+                    regions.insert(region, idxs);
+                }
+            }
+        }
+        if policy == Policy::Geo {
+            for idx in &members {
+                if sites[usize::from(*idx)].coord.is_none()
+                    && !regions.values().any(|r| r.contains(idx))
+                {
+                    // Without coordinates a site can only be reached through `regions` or the
+                    // configured order; that is legitimate but worth saying at load.
+                    tracing::warn!(pool = %name.get_ref(), site = %sites[usize::from(*idx)].name, "geo pool site has no location; it sorts after located sites");
+                }
+            }
+        }
+        Some(Pool {
+            name: name.get_ref().clone(),
+            names,
+            sites: members,
+            policy,
+            answers,
+            ttl,
+            when_all_down,
+            regions,
+        })
+    }
+
+    fn site_idx(
+        &mut self,
+        raw: &Spanned<String>,
+        key: &str,
+        site_names: &[&str],
+    ) -> Option<SiteIdx> {
+        match site_names.iter().position(|n| n == raw.get_ref()) {
+            Some(idx) => Some(idx as SiteIdx),
+            None => {
+                self.err(
+                    raw,
+                    key,
+                    format!(
+                        "unknown site \"{}\"{}",
+                        raw.get_ref(),
+                        known_list(raw.get_ref(), site_names)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn sharding(
+        &mut self,
+        raw: &RawZoneFile,
+        origin: &Name,
+        site_names: &[&str],
+        sites: &[Site],
+        pools: &mut Vec<Pool>,
+    ) -> Option<Sharding> {
+        let Some(sharding) = raw.sharding.as_ref() else {
+            if let Some((name, _)) = raw.shards.iter().next() {
+                self.err(
+                    name,
+                    format!("shards.{}", name.get_ref()),
+                    "shards need a [sharding] table",
+                );
+            }
+            return None;
+        };
+        let s: &RawSharding = sharding.get_ref();
+        let suffix = |cx: &mut Self,
+                      v: Option<&Spanned<String>>,
+                      key: &str,
+                      default: &str|
+         -> Option<Name> {
+            match v {
+                Some(v) => {
+                    let name = cx.name(v, key, origin)?;
+                    cx.in_zone(v, key, &name, origin).then_some(name)
+                }
+                None => Name::from_str(default).ok()?.append_domain(origin).ok(),
+            }
+        };
+        let shard_suffix = suffix(
+            self,
+            s.shard_suffix.as_ref(),
+            "sharding.shard_suffix",
+            "shard",
+        )?;
+        let tenant_suffix = suffix(
+            self,
+            s.tenant_suffix.as_ref(),
+            "sharding.tenant_suffix",
+            "tenant",
+        )?;
+        let tenants = s.tenants.as_ref().map(|t| {
+            let dir = self.source.path.parent().unwrap_or(Path::new("."));
+            dir.join(t.get_ref())
+        });
+        let tenant_ttl = self.ttl(s.tenant_ttl.as_ref(), "sharding.tenant_ttl", 60);
+        let answer = match s.answer.as_ref().map(|a| (a, a.get_ref().as_str())) {
+            None | Some((_, "cname")) => TenantAnswer::Cname,
+            Some((_, "address")) => TenantAnswer::Address,
+            Some((a, other)) => {
+                self.err(
+                    a,
+                    "sharding.answer",
+                    format!("unknown value \"{other}\" (expected \"cname\" or \"address\")"),
+                );
+                TenantAnswer::Cname
+            }
+        };
+        let first_shard = pools.len();
+        let mut shards = Vec::new();
+        for (name, shard) in &raw.shards {
+            let key = format!("shards.{}", name.get_ref());
+            let label = match Name::from_str(name.get_ref()) {
+                Ok(label) if label.num_labels() == 1 && !name.get_ref().ends_with('.') => label,
+                _ => {
+                    self.err(name, key, "a shard name must be one DNS label");
+                    continue;
+                }
+            };
+            let Some(mut pool) = self.pool(name, shard, &key, origin, site_names, sites, false)
+            else {
+                continue;
+            };
+            match label.append_domain(&shard_suffix) {
+                Ok(owner) => pool.names = vec![owner.to_lowercase()],
+                Err(err) => {
+                    self.err(name, key, format!("shard name too long: {err}"));
+                    continue;
+                }
+            }
+            shards.push(name.get_ref().clone());
+            pools.push(pool);
+        }
+        if raw.shards.is_empty() {
+            self.err(
+                sharding,
+                "sharding",
+                "sharding needs at least one [shards.*] table",
+            );
+        }
+        let default_shard = s.default_shard.as_ref().and_then(|d| {
+            match shards.iter().position(|s| s == d.get_ref()) {
+                Some(idx) => Some(idx as u16),
+                None => {
+                    let known: Vec<&str> = shards.iter().map(String::as_str).collect();
+                    self.err(
+                        d,
+                        "sharding.default_shard",
+                        format!(
+                            "unknown shard \"{}\"{}",
+                            d.get_ref(),
+                            known_list(d.get_ref(), &known)
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        Some(Sharding {
+            shard_suffix,
+            tenant_suffix,
+            tenants,
+            tenant_ttl,
+            answer,
+            shards,
+            first_shard,
+            default_shard,
+        })
+    }
+
+    /// Names must not collide: a pool name may not also hold static A/AAAA/CNAME records,
+    /// two pools may not share a name, and a CNAME stands alone (RFC 1034 section 3.6.2).
+    fn check_names(&mut self, raw: &RawZoneFile, zone: &Zone) {
+        let mut pool_of: HashMap<&Name, &str> = HashMap::new();
+        for (pool, (pname, rpool)) in zone.pools.iter().zip(raw.pools.iter()) {
+            for owner in &pool.names {
+                if let Some(other) = pool_of.insert(owner, &pool.name) {
+                    self.errors.push(self.source.error(
+                        rpool.span().start,
+                        format!("pools.{}.names", pname.get_ref()),
+                        format!("{owner} is already served by pool \"{other}\""),
+                    ));
+                }
+            }
+        }
+        let mut by_name: HashMap<&Name, Vec<(usize, RecordType)>> = HashMap::new();
+        for (i, record) in zone.records.iter().enumerate() {
+            by_name
+                .entry(&record.name)
+                .or_default()
+                .push((i, record.record_type()));
+        }
+        // Offsets of `[[records]]` entries: zone.records has SOA and apex NS first.
+        let first_raw = zone.records.len() - raw.records.len().min(zone.records.len());
+        let raw_at = |i: usize| raw.records.get(i.wrapping_sub(first_raw));
+        for (owner, entries) in &by_name {
+            let has_cname = entries.iter().any(|(_, t)| *t == RecordType::CNAME);
+            let pool = pool_of.get(owner).copied();
+            for (i, rtype) in entries {
+                let Some(raw_record) = raw_at(*i) else {
+                    continue;
+                };
+                let key = format!("records[{}]", i - first_raw);
+                if has_cname && (entries.len() > 1 || pool.is_some()) && *rtype == RecordType::CNAME
+                {
+                    self.errors.push(self.source.at(
+                        raw_record,
+                        key.clone(),
+                        format!("{owner} has a CNAME and other data; a CNAME must stand alone"),
+                    ));
+                }
+                if let Some(pool) = pool
+                    && matches!(rtype, RecordType::A | RecordType::AAAA)
+                {
+                    self.errors.push(self.source.at(raw_record, key, format!("{owner} is served by pool \"{pool}\"; it cannot also have static {rtype} records")));
+                }
+            }
+        }
+        if let Some(sharding) = &zone.sharding
+            && sharding.tenant_suffix == sharding.shard_suffix
+        {
+            self.errors.push(self.source.error(
+                0,
+                "sharding.tenant_suffix",
+                "tenant_suffix and shard_suffix must differ",
+            ));
+        }
+    }
+}
+
+pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+fn is_static_type(t: RecordType) -> bool {
+    use RecordType::*;
+    matches!(
+        t,
+        A | AAAA
+            | CNAME
+            | MX
+            | TXT
+            | SRV
+            | CAA
+            | NS
+            | PTR
+            | SOA
+            | HINFO
+            | NAPTR
+            | SSHFP
+            | TLSA
+            | SVCB
+            | HTTPS
+            | OPENPGPKEY
+    ) && t != SOA
+}
+
+/// Relative target names in record data (`mail` in `10 mail`) are made absolute against
+/// the origin, as in a master file; hickory's parser otherwise rejects them.
+fn absolutize_data(rtype: RecordType, data: &str, origin: &Name) -> String {
+    let name_index = match rtype {
+        RecordType::CNAME | RecordType::NS | RecordType::PTR => Some(0),
+        RecordType::MX => Some(1),
+        RecordType::SRV => Some(3),
+        _ => None,
+    };
+    let Some(index) = name_index else {
+        return data.to_string();
+    };
+    let mut fields: Vec<String> = data.split_whitespace().map(str::to_string).collect();
+    if let Some(field) = fields.get_mut(index) {
+        if field == "@" {
+            *field = origin.to_string();
+        } else if !field.ends_with('.') {
+            *field = format!("{field}.{origin}");
+        }
+    }
+    fields.join(" ")
+}
+
+/// A serial derived from the file's content: it changes on every edit, and servers
+/// loading the same file agree on it. geolb serves no zone transfers, so nothing needs
+/// it to increase; set `zone.soa.serial` when something compares serials.
+fn content_serial(text: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in text.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash.max(1)
+}
+
+fn suggest(word: &str, known: &[&str]) -> String {
+    match config::did_you_mean(word, known) {
+        Some(best) => format!(" (did you mean \"{best}\"?)"),
+        None => format!(" (expected one of: {})", known.join(", ")),
+    }
+}
+
+fn known_list(word: &str, known: &[&str]) -> String {
+    match config::did_you_mean(word, known) {
+        Some(best) => format!(" (did you mean \"{best}\"?)"),
+        None if known.is_empty() => " (none defined)".to_string(),
+        None => format!(" (known: {})", known.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn load(text: &str) -> Result<Zone, Vec<String>> {
+        let source = Source {
+            path: PathBuf::from("zones/t.toml"),
+            text: text.to_string(),
+        };
+        zone_from_source(&source).map_err(|errs| errs.iter().map(ToString::to_string).collect())
+    }
+
+    const HEAD: &str = "[zone]\norigin = \"example.test\"\nns = [\"ns1\"]\n";
+
+    #[test]
+    fn minimal_zone() {
+        let zone = load(HEAD).unwrap();
+        assert_eq!(zone.origin.to_string(), "example.test.");
+        assert_eq!(zone.records.len(), 2);
+    }
+
+    #[test]
+    fn unknown_site_names_file_line_key_and_known() {
+        let text = format!(
+            "{HEAD}[sites.ams1]\naddresses = [\"192.0.2.1\"]\n[sites.nyc1]\naddresses = [\"192.0.2.2\"]\n[pools.web]\nnames = [\"www\"]\nsites = [\"ams1\", \"nyc1\", \"sin9\"]\n"
+        );
+        let errors = load(&text).unwrap_err();
+        assert_eq!(
+            errors,
+            vec!["zones/t.toml:10: pools.web.sites[2]: unknown site \"sin9\" (known: ams1, nyc1)"]
+        );
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported() {
+        let text = format!(
+            "{HEAD}[[records]]\nname = \"a\"\ntype = \"A\"\ndata = \"not-an-ip\"\n[[records]]\nname = \"b\"\ntype = \"BOGUS\"\ndata = \"x\"\n[sites.s]\naddresses = [\"1.2.3\"]\ncheck = \"nope\"\n[pools.p]\nnames = [\"www\"]\nsites = [\"s\"]\npolicy = \"gep\"\n"
+        );
+        let errors = load(&text).unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:#?}");
+        assert!(errors[0].starts_with("zones/t.toml:7: records[0].data: invalid A data"));
+        assert!(errors[1].starts_with("zones/t.toml:10: records[1].type: unknown record type"));
+        assert!(errors[2].starts_with("zones/t.toml:13: sites.s.addresses[0]: invalid IP address"));
+        assert!(errors[3].starts_with("zones/t.toml:14: sites.s.check: unknown check \"nope\" (none defined)"));
+        assert_eq!(
+            errors[4],
+            "zones/t.toml:18: pools.p.policy: unknown policy \"gep\" (did you mean \"geo\"?)"
+        );
+    }
+
+    #[test]
+    fn relative_names_in_data_are_made_absolute() {
+        let text = format!("{HEAD}[[records]]\nname = \"@\"\ntype = \"MX\"\ndata = \"10 mail\"\n");
+        let zone = load(&text).unwrap();
+        assert_eq!(zone.records[2].data.to_string(), "10 mail.example.test.");
+    }
+
+    #[test]
+    fn cname_must_stand_alone() {
+        let text = format!(
+            "{HEAD}[[records]]\nname = \"a\"\ntype = \"CNAME\"\ndata = \"b\"\n[[records]]\nname = \"a\"\ntype = \"TXT\"\ndata = \"x\"\n"
+        );
+        let errors = load(&text).unwrap_err();
+        assert!(
+            errors[0].contains("records[0]: a.example.test. has a CNAME and other data"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn serial_changes_with_content() {
+        let a = load(HEAD).unwrap();
+        let b = load(&format!("{HEAD}# edit\n")).unwrap();
+        assert_ne!(a.soa.data.to_string(), b.soa.data.to_string());
+    }
+}

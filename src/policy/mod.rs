@@ -1,0 +1,127 @@
+//! The five policies: pure functions that order a pool's healthy sites for one client.
+//!
+//! Each takes the candidates the snapshot precomputed (healthy sites of one address
+//! family, in configured order) and writes at most `want` site indices, best first,
+//! into a fixed buffer. Invariant: no I/O, no locks, no allocation, no logging; the only
+//! state they touch is a per-pool rotation counter (round-robin) and a thread-local
+//! random generator (weighted).
+
+pub mod failover;
+pub mod geo;
+pub mod hash;
+pub mod round_robin;
+pub mod weighted;
+
+use crate::geo::{Code2, Coord};
+use crate::model::{MAX_POOL_SITES, RegionKey, SiteIdx};
+
+/// What the policies need to know of a site.
+#[derive(Clone, Debug)]
+pub struct SiteFacts {
+    pub coord: Option<Coord>,
+    pub weight: u32,
+    /// A stable hash of the site's name, for rendezvous hashing: a site keeps its
+    /// clients across reloads and restarts as long as its name stays.
+    pub name_hash: u64,
+}
+
+/// One pool's candidates for one address family, precomputed at snapshot time.
+#[derive(Clone, Debug, Default)]
+pub struct Candidates {
+    /// Healthy sites with an address of this family, in configured order.
+    pub sites: Box<[SiteIdx]>,
+    /// `regions` of a geo pool, each list filtered like `sites`, sorted by key.
+    pub regions: Box<[(RegionKey, Box<[SiteIdx]>)]>,
+}
+
+impl Candidates {
+    pub fn region(&self, key: RegionKey) -> Option<&[SiteIdx]> {
+        self.regions
+            .binary_search_by(|(k, _)| k.cmp(&key))
+            .ok()
+            .map(|i| &*self.regions[i].1)
+    }
+}
+
+/// The client as the policies see it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientPlace {
+    pub coord: Option<Coord>,
+    pub country: Option<Code2>,
+    pub continent: Option<Code2>,
+}
+
+/// A fixed-capacity ordered list of sites: the query path must not allocate for it.
+#[derive(Clone)]
+pub struct Picks {
+    buf: [SiteIdx; MAX_POOL_SITES],
+    len: usize,
+}
+
+impl Default for Picks {
+    fn default() -> Self {
+        Picks {
+            buf: [0; MAX_POOL_SITES],
+            len: 0,
+        }
+    }
+}
+
+impl Picks {
+    pub fn as_slice(&self) -> &[SiteIdx] {
+        &self.buf[..self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn contains(&self, site: SiteIdx) -> bool {
+        self.as_slice().contains(&site)
+    }
+
+    /// Appends unless full or already present; returns whether it was added.
+    pub fn push(&mut self, site: SiteIdx) -> bool {
+        if self.len == self.buf.len() || self.contains(site) {
+            return false;
+        }
+        self.buf[self.len] = site;
+        self.len += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub fn facts(coords: &[(f64, f64)]) -> Vec<SiteFacts> {
+        coords
+            .iter()
+            .enumerate()
+            .map(|(i, (lat, lon))| SiteFacts {
+                coord: Some(Coord {
+                    lat: *lat,
+                    lon: *lon,
+                }),
+                weight: 1,
+                name_hash: crate::policy::hash::name_hash(&format!("site{i}")),
+            })
+            .collect()
+    }
+
+    pub fn cands(sites: &[SiteIdx]) -> Candidates {
+        Candidates {
+            sites: sites.into(),
+            regions: Box::new([]),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The front ends: UDP and TCP sockets on every `--listen` address, moving bytes to and
+//! from `dns::respond`.
+//!
+//! Invariant: this module decides nothing about answers; it loads the snapshot once per
+//! message and hands the bytes over. It owns socket options, the TCP connection limit
+//! and idle timeout, and the `listening` lines that tests and operators read.
+
+pub mod tcp;
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::snapshot::Snapshot;
+
+/// Shared, swappable view that every front end reads.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// UDP sockets per address (SO_REUSEPORT), each served by its own task.
+    pub udp_sockets: usize,
+    /// Open TCP connections at most; further connections are closed at once.
+    pub tcp_max_connections: usize,
+    /// A TCP connection with no complete query for this long is closed (RFC 7766 section 6.2.3).
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            udp_sockets: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            tcp_max_connections: 1024,
+            tcp_idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The sockets bound for one `--listen` address.
+pub struct Bound {
+    pub udp: Vec<tokio::net::UdpSocket>,
+    pub tcp: tokio::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+/// Binds UDP and TCP on the same port. With port 0 the kernel picks a UDP port, and TCP
+/// takes the same one; if that TCP port is taken, try another few times.
+pub fn bind(addr: SocketAddr, options: &ServerOptions) -> std::io::Result<Bound> {
+    let mut last_error = None;
+    for _ in 0..16 {
+        let first = udp::bind_socket(addr)?;
+        let local = first.local_addr()?;
+        match tcp::bind_listener(local) {
+            Ok(tcp) => {
+                let mut udp = vec![first];
+                for _ in 1..options.udp_sockets.max(1) {
+                    udp.push(udp::bind_socket(local)?);
+                }
+                let udp = udp
+                    .into_iter()
+                    .map(tokio::net::UdpSocket::from_std)
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                let tcp = tokio::net::TcpListener::from_std(tcp)?;
+                return Ok(Bound {
+                    udp,
+                    tcp,
+                    addr: local,
+                });
+            }
+            Err(err) if addr.port() == 0 => last_error = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| std::io::Error::other("could not bind UDP and TCP on one port")))
+}
+
+/// Starts serving on bound sockets; the tasks run until the runtime stops.
+pub fn serve(bound: Bound, snapshot: SharedSnapshot, options: &ServerOptions) {
+    for socket in bound.udp {
+        tokio::spawn(udp::serve(Arc::new(socket), snapshot.clone()));
+    }
+    tokio::spawn(tcp::serve(bound.tcp, snapshot, options.clone()));
+}

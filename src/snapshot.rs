@@ -1,0 +1,416 @@
+//! The compiled, immutable view of everything a query needs, swapped whole with
+//! `arc-swap`.
+//!
+//! `StaticZone` is built once per load from a `model::Zone` (owner names in lower-case
+//! wire format, every empty non-terminal present, records ready to copy). The parts that
+//! change at runtime are composed beside it: `PoolSet` (each pool's healthy candidates,
+//! rebuilt on a health flip or an override) and the tenant table (replaced on a move).
+//! A `Snapshot` is a few `Arc`s, so a change copies pointers, never the zone.
+//! Invariant: nothing here does I/O or takes a lock; a query loads one `Snapshot` and
+//! sees one consistent set of health, overrides and tenants.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+use hickory_proto::rr::{Name, Record, RecordType};
+
+use crate::geo::{Code2, Coord, GeoDb};
+use crate::model::{self, AllDown, Policy, PoolIdx, RegionKey, SiteIdx, TenantAnswer, Zone};
+use crate::policy::{Candidates, SiteFacts};
+use crate::tenants::TenantTable;
+
+/// Everything one query reads.
+pub struct Snapshot {
+    pub zones: Box<[ZoneSnap]>,
+    /// Origin (lower-case wire format) to index in `zones`.
+    pub by_origin: HashMap<Box<[u8]>, usize>,
+    pub geo: Option<Arc<GeoDb>>,
+}
+
+#[derive(Clone)]
+pub struct ZoneSnap {
+    pub zone: Arc<StaticZone>,
+    pub pools: Arc<PoolSet>,
+    pub tenants: TenantTable,
+}
+
+/// What answers at one owner name.
+#[derive(Default, Debug)]
+pub struct Node {
+    /// Static record sets, one per type, owners already lower-case.
+    pub rrsets: Vec<(RecordType, Box<[Record]>)>,
+    pub pool: Option<PoolIdx>,
+    /// NS records below the apex: a zone cut.
+    pub delegation: bool,
+}
+
+impl Node {
+    pub fn rrset(&self, rtype: RecordType) -> Option<&[Record]> {
+        self.rrsets
+            .iter()
+            .find(|(t, _)| *t == rtype)
+            .map(|(_, records)| &**records)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rrsets.is_empty() && self.pool.is_none()
+    }
+}
+
+/// The part of a zone that only a reload changes.
+pub struct StaticZone {
+    pub name: String,
+    pub origin: Name,
+    pub origin_key: Box<[u8]>,
+    pub soa: Record,
+    /// RFC 2308 section 5: the TTL of a negative answer is min(SOA TTL, SOA minimum).
+    pub negative_ttl: u32,
+    pub nodes: HashMap<Box<[u8]>, Node>,
+    pub has_delegations: bool,
+    pub has_wildcards: bool,
+    pub sites: Box<[SiteSnap]>,
+    pub facts: Box<[SiteFacts]>,
+    pub pools: Box<[PoolDef]>,
+    pub sharding: Option<ShardingSnap>,
+}
+
+pub struct SiteSnap {
+    pub name: String,
+    pub v4: Box<[Ipv4Addr]>,
+    pub v6: Box<[Ipv6Addr]>,
+    pub coord: Option<Coord>,
+    pub country: Option<Code2>,
+    pub continent: Option<Code2>,
+}
+
+/// A pool's configuration as the query path needs it.
+pub struct PoolDef {
+    pub name: String,
+    pub policy: Policy,
+    pub answers: usize,
+    pub ttl: u32,
+    pub when_all_down: AllDown,
+    pub sites: Box<[SiteIdx]>,
+    pub regions: Box<[(RegionKey, Box<[SiteIdx]>)]>,
+    pub is_shard: bool,
+}
+
+pub struct ShardingSnap {
+    pub shard_suffix_key: Box<[u8]>,
+    pub tenant_suffix_key: Box<[u8]>,
+    pub tenant_ttl: u32,
+    pub answer: TenantAnswer,
+    /// Shard index to (pool, owner name of the shard).
+    pub shards: Box<[(PoolIdx, Name)]>,
+    pub shard_names: Box<[String]>,
+    pub default_shard: Option<u16>,
+}
+
+/// The health-dependent part of a zone: every pool's candidates.
+pub struct PoolSet {
+    pub pools: Box<[PoolSnap]>,
+}
+
+pub struct PoolSnap {
+    pub v4: Candidates,
+    pub v6: Candidates,
+    /// True when no site of the family was up and the candidates are the fail-open set
+    /// (or empty for `when_all_down = "none"`).
+    pub all_down_v4: bool,
+    pub all_down_v6: bool,
+    pub rotation: AtomicU32,
+}
+
+/// The state of one site as the compiler sees it: probes and overrides combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SiteState {
+    Up,
+    Down,
+    /// Operator drain: never answered, even when failing open.
+    Drain,
+}
+
+/// Lower-case wire format of a name (labels with length bytes, ending in the root).
+pub fn wire_key(name: &Name) -> Box<[u8]> {
+    let mut key = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        key.push(label.len() as u8);
+        key.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    key.push(0);
+    key.into_boxed_slice()
+}
+
+/// The key of the parent name: the suffix after the first label.
+pub fn parent_key(key: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(*key.first()?);
+    if len == 0 {
+        return None;
+    }
+    key.get(1 + len..)
+}
+
+/// Builds a zone's static part.
+pub fn compile_static(zone: &Zone) -> StaticZone {
+    let origin_key = wire_key(&zone.origin);
+    let mut nodes: HashMap<Box<[u8]>, Node> = HashMap::new();
+    let mut by_type: HashMap<(Box<[u8]>, RecordType), Vec<Record>> = HashMap::new();
+    for record in &zone.records {
+        let key = wire_key(&record.name);
+        by_type
+            .entry((key, record.record_type()))
+            .or_default()
+            .push(record.clone());
+    }
+    let mut has_delegations = false;
+    for ((key, rtype), records) in by_type {
+        let node = nodes.entry(key.clone()).or_default();
+        if rtype == RecordType::NS && *key != *origin_key {
+            node.delegation = true;
+            has_delegations = true;
+        }
+        node.rrsets.push((rtype, records.into_boxed_slice()));
+    }
+    for (idx, pool) in zone.pools.iter().enumerate() {
+        for owner in &pool.names {
+            nodes.entry(wire_key(owner)).or_default().pool = Some(idx as PoolIdx);
+        }
+    }
+    let sharding = zone.sharding.as_ref().map(|s| compile_sharding(zone, s));
+    if let Some(s) = &sharding {
+        // The suffix names exist (NODATA, not NXDOMAIN) even before any tenant.
+        nodes.entry(s.shard_suffix_key.clone()).or_default();
+        nodes.entry(s.tenant_suffix_key.clone()).or_default();
+    }
+    add_empty_non_terminals(&mut nodes, &origin_key);
+    let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
+    let negative_ttl = match &zone.soa.data {
+        hickory_proto::rr::RData::SOA(soa) => zone.soa.ttl.min(soa.minimum),
+        _ => zone.soa.ttl,
+    };
+    StaticZone {
+        name: zone.origin.to_string().trim_end_matches('.').to_string(),
+        origin: zone.origin.clone(),
+        origin_key,
+        soa: zone.soa.clone(),
+        negative_ttl,
+        nodes,
+        has_delegations,
+        has_wildcards,
+        sites: zone.sites.iter().map(site_snap).collect(),
+        facts: zone
+            .sites
+            .iter()
+            .map(|s| SiteFacts {
+                coord: s.coord,
+                weight: s.weight,
+                name_hash: crate::policy::hash::name_hash(&s.name),
+            })
+            .collect(),
+        pools: zone
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                pool_def(
+                    p,
+                    zone.sharding.as_ref().is_some_and(|s| i >= s.first_shard),
+                )
+            })
+            .collect(),
+        sharding,
+    }
+}
+
+fn compile_sharding(zone: &Zone, s: &model::Sharding) -> ShardingSnap {
+    ShardingSnap {
+        shard_suffix_key: wire_key(&s.shard_suffix),
+        tenant_suffix_key: wire_key(&s.tenant_suffix),
+        tenant_ttl: s.tenant_ttl,
+        answer: s.answer,
+        shards: (0..s.shards.len())
+            .map(|i| {
+                let idx = s.first_shard + i;
+                let owner = zone.pools[idx].names.first().cloned().unwrap_or_default();
+                (idx as PoolIdx, owner)
+            })
+            .collect(),
+        shard_names: s.shards.iter().cloned().collect(),
+        default_shard: s.default_shard,
+    }
+}
+
+/// RFC 4592 section 2.2.2: a name with no records but with descendants exists (an empty
+/// non-terminal) and answers NODATA, not NXDOMAIN.
+fn add_empty_non_terminals(nodes: &mut HashMap<Box<[u8]>, Node>, origin_key: &[u8]) {
+    let keys: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
+    for key in keys {
+        let mut current: &[u8] = &key;
+        while let Some(parent) = parent_key(current) {
+            if parent.len() < origin_key.len() {
+                break;
+            }
+            nodes.entry(parent.into()).or_default();
+            if parent == origin_key {
+                break;
+            }
+            current = parent;
+        }
+    }
+}
+
+fn site_snap(site: &model::Site) -> SiteSnap {
+    SiteSnap {
+        name: site.name.clone(),
+        v4: site.v4.clone().into_boxed_slice(),
+        v6: site.v6.clone().into_boxed_slice(),
+        coord: site.coord,
+        country: site.country,
+        continent: site.continent,
+    }
+}
+
+fn pool_def(pool: &model::Pool, is_shard: bool) -> PoolDef {
+    PoolDef {
+        name: pool.name.clone(),
+        policy: pool.policy,
+        answers: pool.answers,
+        ttl: pool.ttl,
+        when_all_down: pool.when_all_down,
+        sites: pool.sites.clone().into_boxed_slice(),
+        regions: pool
+            .regions
+            .iter()
+            .map(|(k, v)| (*k, v.clone().into_boxed_slice()))
+            .collect(),
+        is_shard,
+    }
+}
+
+/// Builds every pool's candidates from the sites' states (indexed like `zone.sites`).
+pub fn compile_pools(zone: &StaticZone, states: &[SiteState]) -> PoolSet {
+    let state = |site: SiteIdx| {
+        states
+            .get(usize::from(site))
+            .copied()
+            .unwrap_or(SiteState::Up)
+    };
+    let pools = zone
+        .pools
+        .iter()
+        .map(|pool| {
+            let has_v4 = |s: SiteIdx| !zone.sites[usize::from(s)].v4.is_empty();
+            let has_v6 = |s: SiteIdx| !zone.sites[usize::from(s)].v6.is_empty();
+            let (v4, all_down_v4) = candidates(pool, &state, &has_v4);
+            let (v6, all_down_v6) = candidates(pool, &state, &has_v6);
+            PoolSnap {
+                v4,
+                v6,
+                all_down_v4,
+                all_down_v6,
+                rotation: AtomicU32::new(0),
+            }
+        })
+        .collect();
+    PoolSet { pools }
+}
+
+fn candidates(
+    pool: &PoolDef,
+    state: &dyn Fn(SiteIdx) -> SiteState,
+    has_family: &dyn Fn(SiteIdx) -> bool,
+) -> (Candidates, bool) {
+    let family: Vec<SiteIdx> = pool
+        .sites
+        .iter()
+        .copied()
+        .filter(|s| has_family(*s))
+        .collect();
+    let up: Vec<SiteIdx> = family
+        .iter()
+        .copied()
+        .filter(|s| state(*s) == SiteState::Up)
+        .collect();
+    let all_down = up.is_empty() && !family.is_empty();
+    let chosen: Vec<SiteIdx> = match (all_down, pool.when_all_down) {
+        (false, _) => up,
+        (true, AllDown::All) => family
+            .into_iter()
+            .filter(|s| state(*s) != SiteState::Drain)
+            .collect(),
+        (true, AllDown::None) => Vec::new(),
+    };
+    let regions = pool
+        .regions
+        .iter()
+        .map(|(key, list)| {
+            let filtered: Box<[SiteIdx]> = list
+                .iter()
+                .copied()
+                .filter(|s| chosen.contains(s))
+                .collect();
+            (*key, filtered)
+        })
+        .collect();
+    (
+        Candidates {
+            sites: chosen.into_boxed_slice(),
+            regions,
+        },
+        all_down,
+    )
+}
+
+impl Snapshot {
+    pub fn new(zones: Vec<ZoneSnap>, geo: Option<Arc<GeoDb>>) -> Snapshot {
+        let by_origin = zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| (z.zone.origin_key.clone(), i))
+            .collect();
+        Snapshot {
+            zones: zones.into_boxed_slice(),
+            by_origin,
+            geo,
+        }
+    }
+
+    pub fn empty() -> Snapshot {
+        Snapshot::new(Vec::new(), None)
+    }
+
+    /// The zone holding `key` (the deepest origin that is a suffix of it, at a label
+    /// boundary), if any.
+    pub fn find_zone(&self, key: &[u8]) -> Option<&ZoneSnap> {
+        let mut current = key;
+        loop {
+            if let Some(&idx) = self.by_origin.get(current) {
+                return self.zones.get(idx);
+            }
+            current = parent_key(current)?;
+        }
+    }
+
+    pub fn zone_by_name(&self, name: &str) -> Option<&ZoneSnap> {
+        let name = name.trim_end_matches('.');
+        self.zones
+            .iter()
+            .find(|z| z.zone.name.eq_ignore_ascii_case(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn wire_keys_and_parents() {
+        let key = wire_key(&Name::from_str("WWW.Example.TEST.").unwrap());
+        assert_eq!(&*key, b"\x03www\x07example\x04test\x00");
+        assert_eq!(parent_key(&key), Some(&b"\x07example\x04test\x00"[..]));
+        assert_eq!(parent_key(b"\x00"), None);
+    }
+}

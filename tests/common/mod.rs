@@ -1,0 +1,316 @@
+//! Test harness: starts the real `geolb` binary on 127.0.0.1:0, reads its `listening`
+//! lines, and queries it over UDP and TCP with hickory-proto messages.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub struct TestServer {
+    child: Child,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    log: Arc<Mutex<String>>,
+}
+
+impl TestServer {
+    /// `geolb serve --listen 127.0.0.1:0 ARGS...`
+    pub fn start(args: &[&str]) -> TestServer {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_geolb"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args);
+        cmd.env("RUST_LOG", "info,geolb=debug");
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn geolb");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log2.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut udp, mut tcp, mut admin) = (None, None, None);
+        let deadline = Instant::now() + DEADLINE;
+        let wants_admin = args.contains(&"--admin");
+        while udp.is_none() || tcp.is_none() || (wants_admin && admin.is_none()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("geolb exited early ({status}):\n{}", log.lock().unwrap());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no listening lines:\n{}",
+                log.lock().unwrap()
+            );
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) else {
+                continue;
+            };
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("listening"), Some("udp"), Some(addr)) => udp = addr.parse().ok(),
+                (Some("listening"), Some("tcp"), Some(addr)) => tcp = addr.parse().ok(),
+                (Some("listening"), Some("admin"), Some(addr)) => admin = addr.parse().ok(),
+                _ => {}
+            }
+        }
+        TestServer {
+            child,
+            udp: udp.unwrap(),
+            tcp: tcp.unwrap(),
+            admin,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Polls until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn udp(&self, query: &Message) -> Message {
+        udp_exchange(self.udp, &query.to_vec().unwrap())
+            .map(|b| Message::from_vec(&b).unwrap())
+            .expect("udp reply")
+    }
+
+    pub fn tcp(&self, query: &Message) -> Message {
+        let mut stream = TcpStream::connect(self.tcp).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        tcp_send(&mut stream, &query.to_vec().unwrap());
+        Message::from_vec(&tcp_recv(&mut stream).expect("tcp reply")).unwrap()
+    }
+
+    /// Query over UDP, and check TCP gives the same answer.
+    pub fn both(&self, query: &Message) -> Message {
+        let u = self.udp(query);
+        let t = self.tcp(query);
+        assert_eq!(summary(&u), summary(&t), "udp and tcp differ");
+        u
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- geolb log ---\n{}", self.log());
+        }
+    }
+}
+
+pub fn udp_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    for _ in 0..3 {
+        socket.send_to(bytes, addr).unwrap();
+        let mut buf = [0u8; 65535];
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            return Some(buf[..n].to_vec());
+        }
+    }
+    None
+}
+
+pub fn tcp_send(stream: &mut TcpStream, bytes: &[u8]) {
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(bytes);
+    stream.write_all(&framed).unwrap();
+}
+
+pub fn tcp_recv(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+pub fn query(name: &str, rtype: RecordType) -> Message {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = false;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    m
+}
+
+pub fn query_edns(name: &str, rtype: RecordType, payload: u16) -> Message {
+    let mut m = query(name, rtype);
+    let mut edns = Edns::new();
+    edns.set_max_payload(payload);
+    m.set_edns(edns);
+    m
+}
+
+pub fn query_ecs(name: &str, rtype: RecordType, subnet: &str) -> Message {
+    let mut m = query_edns(name, rtype, 1232);
+    let ecs: ClientSubnet = subnet.parse().unwrap();
+    m.edns
+        .as_mut()
+        .unwrap()
+        .options_mut()
+        .insert(EdnsOption::Subnet(ecs));
+    m
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(1);
+    NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+/// Answer section as "name TTL TYPE data" lines, in order.
+pub fn answers(m: &Message) -> Vec<String> {
+    m.answers
+        .iter()
+        .map(|r| format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data))
+        .collect()
+}
+
+/// The addresses of A/AAAA answers, in order.
+pub fn addrs(m: &Message) -> Vec<IpAddr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn ecs_of(m: &Message) -> Option<ClientSubnet> {
+    m.edns
+        .as_ref()?
+        .options()
+        .get(hickory_proto::rr::rdata::opt::EdnsCode::Subnet)
+        .and_then(|o| match o {
+            EdnsOption::Subnet(s) => Some(*s),
+            _ => None,
+        })
+}
+
+/// A comparable view of a whole response (except the ID and rotating answers).
+pub fn summary(m: &Message) -> String {
+    format!(
+        "rcode={} aa={} tc={} an={:?} ns={:?} ar={}",
+        m.metadata.response_code,
+        m.metadata.authoritative,
+        m.metadata.truncation,
+        answers(m),
+        m.authorities
+            .iter()
+            .map(|r| format!("{} {} {}", r.name, r.ttl, r.record_type()))
+            .collect::<Vec<_>>(),
+        m.additionals.len()
+    )
+}
+
+pub fn rcode(m: &Message) -> ResponseCode {
+    m.metadata.response_code
+}
+
+/// Polls `f` until it returns true.
+pub fn poll(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "geolb-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
