@@ -188,7 +188,7 @@ impl HttpProbe {
             CheckKind::Http | CheckKind::Tcp => ("http", 80),
         };
         let tls = tls.for_check(spec).clone()?;
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             // A probe must reach the backend itself, and each probe must open
             // a fresh connection so that a dead backend is noticed.
@@ -200,7 +200,10 @@ impl HttpProbe {
                 "geolb/",
                 env!("CARGO_PKG_VERSION"),
                 " health check"
-            ));
+            ))
+            // Whatever the host is spelled like, the one address this
+            // client probes is the only one it can reach.
+            .dns_resolver(PinnedResolver(addr));
 
         let mut host_header = None;
         let authority = match spec.host.as_deref() {
@@ -210,13 +213,12 @@ impl HttpProbe {
                 .parse::<IpAddr>()
             {
                 // A name in the URL gives the Host header and the TLS server
-                // name; `resolve` sends the connection to the probed address.
-                Err(_) => {
-                    builder = builder.resolve(host, addr);
-                    format!("{host}:{}", spec.port)
-                }
-                // `resolve` cannot redirect an IP literal, so the URL names
-                // the probed address and only the Host header names the host.
+                // name; the pinned resolver sends the connection to the
+                // probed address.
+                Err(_) => format!("{host}:{}", spec.port),
+                // An IP literal in the URL would bypass the resolver, so the
+                // URL names the probed address and only the Host header
+                // names the host.
                 Ok(ip) => {
                     // Like the client would, name the port only when it is
                     // not the scheme's default.
@@ -264,6 +266,16 @@ impl HttpProbe {
         } else {
             Err(ProbeError::Status(status))
         }
+    }
+}
+
+/// Resolves every name to one address.
+struct PinnedResolver(SocketAddr);
+
+impl reqwest::dns::Resolve for PinnedResolver {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addrs: reqwest::dns::Addrs = Box::new(std::iter::once(self.0));
+        Box::pin(std::future::ready(Ok(addrs)))
     }
 }
 
@@ -396,6 +408,9 @@ mod tests {
         let mut named = http_target(&backend);
         named.check.host = Some("example.test".to_owned());
         named.check.path = "status".to_owned();
+        let mut shouting = http_target(&backend);
+        shouting.key = TargetKey { zone: 0, site: 2 };
+        shouting.check.host = Some("EXAMPLE.Test".to_owned());
         let mut literal = http_target(&backend);
         literal.key = TargetKey { zone: 0, site: 1 };
         literal.check.host = Some("127.0.0.9".to_owned());
@@ -407,6 +422,14 @@ mod tests {
         let (line, host) = &backend.requests()[0];
         assert_eq!(line, "GET /status HTTP/1.1");
         assert_eq!(host, &format!("example.test:{port}"));
+
+        // However the host is spelled, only the probed address is reached.
+        let before = backend.requests().len();
+        let started = start(vec![shouting.clone()]);
+        let status = wait_board(&started.board, shouting.key, |s| s.last_ok.is_some()).await;
+        started.probes.shutdown().await;
+        assert_eq!(status.last_reason, format!("127.0.0.1:{port}: status 200"));
+        assert_eq!(backend.requests()[before].1, format!("example.test:{port}"));
 
         // An IP literal as host goes into the header only: the connection
         // still goes to the probed address.

@@ -591,6 +591,10 @@ fn jitter(bound: Duration) -> Duration {
 /// without delaying the first result noticeably.
 const FIRST_PROBE_SPREAD: Duration = Duration::from_millis(500);
 
+/// Intervals are never shorter than this, so that a zero interval that
+/// slipped through validation cannot turn a task into a busy loop.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Each period varies by up to this fraction either way, so that targets
 /// started together drift apart instead of probing in lockstep.
 const INTERVAL_JITTER: f64 = 0.1;
@@ -602,7 +606,8 @@ async fn run_target(
     events: UnboundedSender<HealthEvent>,
 ) {
     let spec = &target.check;
-    tokio::time::sleep(jitter(spec.interval.min(FIRST_PROBE_SPREAD))).await;
+    let interval = spec.interval.max(MIN_INTERVAL);
+    tokio::time::sleep(jitter(interval.min(FIRST_PROBE_SPREAD))).await;
     let mut tracker = Tracker::default();
     loop {
         let started = Instant::now();
@@ -649,7 +654,7 @@ async fn run_target(
         tracker = next;
 
         let factor = 1.0 - INTERVAL_JITTER + 2.0 * INTERVAL_JITTER * rand::random::<f64>();
-        tokio::time::sleep_until(started + spec.interval.mul_f64(factor)).await;
+        tokio::time::sleep_until(started + interval.mul_f64(factor)).await;
     }
 }
 
