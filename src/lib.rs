@@ -13,12 +13,14 @@
 //! - `admin`: the HTTP admin API.
 //! - `app`: wiring: loading, the compiler task, signals.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod dns;
 pub mod geo;
 pub mod health;
 pub mod model;
+pub mod overrides;
 pub mod policy;
 pub mod server;
 pub mod snapshot;

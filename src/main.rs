@@ -65,8 +65,10 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // stdout carries only the `listening` lines; logs go to stderr.
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -173,9 +175,19 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
     }
     let n_zones = loaded.model.zones.len();
     let n_names = loaded.model.n_names();
-    let control = app::start(settings.clone(), loaded);
+    let admin = match settings.admin {
+        Some(addr) => Some(geolb::admin::bind(addr, settings.admin_token_file.as_deref()).await?),
+        None => None,
+    };
+    let control = app::start(settings.clone(), loaded)?;
     tracing::info!(zones = n_zones, names = n_names, "zones loaded");
     let mut lines = String::new();
+    if let Some((listener, token)) = admin {
+        let addr = listener.local_addr()?;
+        lines.push_str(&format!("listening admin {addr}\n"));
+        tracing::info!(%addr, "admin API listening");
+        tokio::spawn(geolb::admin::serve(listener, token, control.clone()));
+    }
     for b in bound {
         lines.push_str(&format!(
             "listening udp {}\nlistening tcp {}\n",

@@ -1348,7 +1348,11 @@ mod tests {
         assert!(errors[0].starts_with("zones/t.toml:7: records[0].data: invalid A data"));
         assert!(errors[1].starts_with("zones/t.toml:10: records[1].type: unknown record type"));
         assert!(errors[2].starts_with("zones/t.toml:13: sites.s.addresses[0]: invalid IP address"));
-        assert!(errors[3].starts_with("zones/t.toml:14: sites.s.check: unknown check \"nope\" (none defined)"));
+        assert!(
+            errors[3].starts_with(
+                "zones/t.toml:14: sites.s.check: unknown check \"nope\" (none defined)"
+            )
+        );
         assert_eq!(
             errors[4],
             "zones/t.toml:18: pools.p.policy: unknown policy \"gep\" (did you mean \"geo\"?)"

@@ -33,6 +33,8 @@ pub struct Snapshot {
 pub struct ZoneSnap {
     pub zone: Arc<StaticZone>,
     pub pools: Arc<PoolSet>,
+    /// Each site's state as compiled into `pools`, indexed like `zone.sites`.
+    pub states: Arc<[SiteState]>,
     pub tenants: TenantTable,
 }
 

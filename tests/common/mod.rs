@@ -314,3 +314,132 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A real HTTP backend on a loopback address: answers 200, 503, or hangs, and can be
+/// stopped (its port closed) and started again on the same address.
+pub struct Backend {
+    pub addr: SocketAddr,
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub const OK: u8 = 0;
+pub const FAIL: u8 = 1;
+pub const HANG: u8 = 2;
+
+impl Backend {
+    /// Binds `ip:0`.
+    pub fn start(ip: &str) -> Backend {
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut b = Backend {
+            addr,
+            mode: Arc::new(std::sync::atomic::AtomicU8::new(OK)),
+            stop: None,
+            thread: None,
+        };
+        b.run(listener);
+        b
+    }
+
+    fn run(&mut self, listener: std::net::TcpListener) {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mode, stop2) = (self.mode.clone(), stop.clone());
+        self.thread = Some(std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mode = mode.clone();
+                std::thread::spawn(move || {
+                    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                    let mut buf = [0u8; 2048];
+                    let _ = conn.read(&mut buf);
+                    match mode.load(Ordering::SeqCst) {
+                        OK => {
+                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                        }
+                        FAIL => {
+                            let _ = conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        }
+                        _ => std::thread::sleep(Duration::from_secs(3)),
+                    }
+                });
+            }
+        }));
+        self.stop = Some(stop);
+    }
+
+    pub fn set_mode(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes the port: connections are refused until `restart`.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = TcpStream::connect(self.addr);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        let listener = loop {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "rebind {}: {e}", self.addr);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        self.run(listener);
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
