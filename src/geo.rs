@@ -8,12 +8,14 @@
 
 pub mod demo;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use maxminddb::{MaxMindDbError, Reader};
+use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions};
 use serde::Deserialize;
 
 /// ISO 3166 country or continent code, two upper-case ASCII letters.
@@ -119,6 +121,13 @@ pub enum GeoError {
 /// A MaxMind DB held in memory, ready for lookups from many threads at once.
 pub struct GeoDb {
     reader: Reader<Vec<u8>>,
+    /// The place of every record the search tree points at, keyed by the
+    /// record's offset in the data section. Decoding a City record means
+    /// skipping names in a dozen languages and takes several times longer
+    /// than the tree walk, while a database has far fewer distinct records
+    /// than networks; so each is decoded once, at open, and lookups only read
+    /// this table (no lock: it never changes after open).
+    places: HashMap<usize, Option<Place>>,
 }
 
 impl fmt::Debug for GeoDb {
@@ -154,7 +163,11 @@ impl GeoDb {
                 database_type: database_type.clone(),
             });
         }
-        Ok(GeoDb { reader })
+        let places = decode_all(&reader).map_err(|source| GeoError::Invalid {
+            name: name.to_owned(),
+            source,
+        })?;
+        Ok(GeoDb { reader, places })
     }
 
     /// The `database_type` from the database's metadata, e.g. `GeoIP2-City`.
@@ -187,9 +200,14 @@ impl GeoDb {
             Ok(net) => net.prefix(),
             Err(_) => return NOT_FOUND,
         };
-        let place = match result.decode::<Record<'_>>() {
-            Ok(Some(record)) => record.place(),
-            Ok(None) | Err(_) => None,
+        let place = match result.offset() {
+            None => None,
+            Some(offset) => match self.places.get(&offset) {
+                Some(place) => *place,
+                // Unreachable unless the tree walk and the network iterator
+                // of maxminddb disagree; decoding is still the right answer.
+                None => decode_place(&result),
+            },
         };
         Located { place, prefix_len }
     }
@@ -199,6 +217,29 @@ const NOT_FOUND: Located = Located {
     place: None,
     prefix_len: 0,
 };
+
+/// Decodes every record the search tree points at, once each. Fails only if
+/// the tree itself is broken; a record that does not decode is "no place",
+/// as it would be in a lookup.
+fn decode_all(reader: &Reader<Vec<u8>>) -> Result<HashMap<usize, Option<Place>>, MaxMindDbError> {
+    let mut places = HashMap::new();
+    for network in reader.networks(WithinOptions::default())? {
+        let result = network?;
+        if let Some(offset) = result.offset()
+            && let Entry::Vacant(slot) = places.entry(offset)
+        {
+            slot.insert(decode_place(&result));
+        }
+    }
+    Ok(places)
+}
+
+fn decode_place(result: &LookupResult<'_, Vec<u8>>) -> Option<Place> {
+    match result.decode::<Record<'_>>() {
+        Ok(Some(record)) => record.place(),
+        Ok(None) | Err(_) => None,
+    }
+}
 
 /// City and country databases of MaxMind and DB-IP, and the demo database,
 /// all carry `country`/`continent`/`location` records; others (ASN, ISP,
@@ -468,6 +509,24 @@ mod tests {
         );
         assert_eq!(db.lookup(ip("175.16.199.0")).place, None);
         assert_eq!(db.lookup(ip("127.0.0.1")).place, None);
+    }
+
+    /// The table built at open gives what decoding each record would.
+    #[test]
+    fn place_table_matches_direct_decoding() {
+        for db in [city(), country()] {
+            let mut checked = 0;
+            for network in db.reader.networks(WithinOptions::default()).unwrap() {
+                let result = network.unwrap();
+                let net = result.network().unwrap();
+                let got = db.lookup(net.network());
+                assert_eq!(got.place, decode_place(&result), "{net}");
+                assert_eq!(got.prefix_len, net.prefix(), "{net}");
+                checked += 1;
+            }
+            assert!(checked > 100, "{checked}");
+            assert!(!db.places.is_empty());
+        }
     }
 
     #[test]
