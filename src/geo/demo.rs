@@ -14,7 +14,7 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("cannot parse demo geoip source: {0}")]
-    Parse(#[from] toml::de::Error),
+    Parse(toml::de::Error),
     #[error("network {net}: {reason}")]
     Network { net: String, reason: String },
     #[error("country {code}: {reason}")]
@@ -62,7 +62,7 @@ pub struct NetworkDef {
 
 impl Source {
     pub fn parse(text: &str) -> Result<Source, DemoError> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(DemoError::Parse)
     }
 }
 
