@@ -1,0 +1,217 @@
+//! `geolb check`, config errors, and reloads (SIGHUP and the admin API).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use hickory_proto::rr::RecordType;
+
+fn geolb(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_example() {
+    let (code, out, _) = geolb(&[
+        "check",
+        "--zones",
+        repo("zones").to_str().unwrap(),
+        "--geoip",
+        repo("geoip/demo.mmdb").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ok: 1 zones, "), "{out}");
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_and_key() {
+    let dir = TempDir::new("check");
+    dir.write(
+        "a.toml",
+        "[zone]\norigin = \"a.test\"\nns = [\"ns1\"]\n[sites.ams1]\naddresses = [\"192.0.2.1\"]\n[sites.nyc1]\naddresses = [\"192.0.2.2\"]\n[pools.web]\nnames = [\"www\"]\nsites = [\"ams1\", \"nyc1\", \"sin9\"]\npolicy = \"nearest\"\n",
+    );
+    dir.write(
+        "b.toml",
+        "recods = []\n[zone]\norigin = \"b.test\"\nns = [\"ns1\"]\nttl = 300\nttll = 3\n",
+    );
+    dir.write("c.toml", "[zone\norigin = \"c.test\"\n");
+    dir.write("notes.txt", "not a zone");
+    let (code, _, err) = geolb(&["check", "--zones", &dir.0.display().to_string()]);
+    assert_eq!(code, 1);
+    let a = dir.path("a.toml");
+    let b = dir.path("b.toml");
+    let c = dir.path("c.toml");
+    assert!(
+        err.contains(&format!(
+            "{a}:10: pools.web.sites[2]: unknown site \"sin9\" (known: ams1, nyc1)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{a}:11: pools.web.policy: unknown policy \"nearest\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{b}:1: recods: unknown key \"recods\" (did you mean \"records\"?)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{b}:6: zone.ttll: unknown key \"ttll\" (did you mean \"ttl\"?)"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{c}:1:")), "{err}");
+    assert!(err.contains("5 error(s)"), "{err}");
+}
+
+#[test]
+fn bad_tenant_or_zone_paths_are_errors() {
+    let (code, _, err) = geolb(&["check", "--zones", "no/such/dir"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no/such/dir"), "{err}");
+}
+
+#[test]
+fn sighup_reload_applies_good_changes_and_keeps_serving_on_bad_ones() {
+    let dir = TempDir::new("reload");
+    let head = "[zone]\norigin = \"r.test\"\nns = [\"ns1\"]\n";
+    let zone = dir.write(
+        "r.test.toml",
+        &format!("{head}[[records]]\nname = \"x\"\ntype = \"A\"\ndata = \"192.0.2.1\"\n"),
+    );
+    let s = TestServer::start(&["--zones", zone.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
+    let ip = |s: &TestServer| {
+        addrs(&s.udp(&query("x.r.test.", RecordType::A)))
+            .first()
+            .map(|a| a.to_string())
+    };
+    assert_eq!(ip(&s).as_deref(), Some("192.0.2.1"));
+    let serial = |s: &TestServer| {
+        s.udp(&query("r.test.", RecordType::SOA)).answers[0]
+            .data
+            .to_string()
+    };
+    let serial_before = serial(&s);
+
+    std::fs::write(
+        &zone,
+        format!("{head}[[records]]\nname = \"x\"\ntype = \"A\"\ndata = \"192.0.2.2\"\n"),
+    )
+    .unwrap();
+    s.signal("HUP");
+    poll("reloaded answer", || ip(&s).as_deref() == Some("192.0.2.2"));
+    assert_ne!(
+        serial(&s),
+        serial_before,
+        "the automatic serial follows the content"
+    );
+
+    // A bad edit: every error is logged, the old answer stays.
+    std::fs::write(&zone, format!("{head}[[records]]\nname = \"x\"\ntype = \"A\"\ndata = \"192.0.2.300\"\n[pools.p]\nnames = [\"y\"]\nsites = [\"nope\"]\n")).unwrap();
+    s.signal("HUP");
+    s.wait_log("still serving the previous configuration");
+    let log = s.log();
+    assert!(log.contains("r.test.toml:7: records[0].data"), "{log}");
+    assert!(
+        log.contains("pools.p.sites[0]: unknown site \\\"nope\\\"")
+            || log.contains("pools.p.sites[0]: unknown site"),
+        "{log}"
+    );
+    assert_eq!(ip(&s).as_deref(), Some("192.0.2.2"));
+
+    // The admin API reports the errors too.
+    let (status, body) = http(s.admin.unwrap(), "POST", "/v1/reload", None, None);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("records[0].data"), "{body}");
+    std::fs::write(
+        &zone,
+        format!("{head}[[records]]\nname = \"x\"\ntype = \"A\"\ndata = \"192.0.2.3\"\n"),
+    )
+    .unwrap();
+    let (status, body) = http(s.admin.unwrap(), "POST", "/v1/reload", None, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ip(&s).as_deref(), Some("192.0.2.3"));
+}
+
+#[test]
+fn admin_refuses_non_loopback_without_a_token_and_checks_tokens() {
+    let (code, _, err) = geolb(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--zones",
+        repo("zones").to_str().unwrap(),
+        "--admin",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("without a token"), "{err}");
+
+    let dir = TempDir::new("token");
+    let token = dir.write("token", "s3cret\n");
+    let config = dir.write(
+        "geolb.toml",
+        &format!(
+            "zones = [\"{}\"]\nadmin_token_file = \"{}\"\n",
+            repo("zones").display(),
+            token.display()
+        ),
+    );
+    let s = TestServer::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = s.admin.unwrap();
+    assert_eq!(http(admin, "GET", "/v1/health", None, None).0, 401);
+    assert_eq!(http(admin, "GET", "/v1/health", None, Some("wrong")).0, 401);
+    assert_eq!(
+        http(admin, "GET", "/v1/health", None, Some("s3cret")).0,
+        200
+    );
+    let (status, body) = http(admin, "GET", "/metrics", None, Some("s3cret"));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("geolb_site_up{zone=\"example.test\",site=\"ams1\"} 1"),
+        "{body}"
+    );
+}
+
+#[test]
+fn explain_says_what_a_client_gets_and_why() {
+    let s = TestServer::start(&[
+        "--zones",
+        repo("zones").to_str().unwrap(),
+        "--geoip",
+        repo("geoip/demo.mmdb").to_str().unwrap(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let (status, body) = http(
+        s.admin.unwrap(),
+        "GET",
+        "/v1/explain?name=www.example.test&type=A&client=127.0.4.0/24",
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["geoip"]["place"]["country"], "JP");
+    assert_eq!(v["ecs_scope"], 24);
+    assert_eq!(v["answer"][0], "www.example.test. 30 A 203.0.113.10");
+}
