@@ -155,6 +155,28 @@ pub fn load(settings: &Settings) -> Result<Loaded, ConfigErrors> {
     })
 }
 
+/// A snapshot of everything loaded with every site up: for benchmarks and tools that
+/// answer without a running server.
+pub fn snapshot_all_up(loaded: &Loaded) -> Snapshot {
+    let zones = loaded
+        .model
+        .zones
+        .iter()
+        .zip(&loaded.tenants)
+        .map(|(zone, tenants)| {
+            let zone = Arc::new(snapshot::compile_static(zone));
+            let states = vec![SiteState::Up; zone.sites.len()];
+            ZoneSnap {
+                pools: Arc::new(snapshot::compile_pools(&zone, &states)),
+                states: states.into(),
+                zone,
+                tenants: tenants.clone(),
+            }
+        })
+        .collect();
+    Snapshot::new(zones, loaded.geo.clone())
+}
+
 /// Changes the compiler applies.
 pub enum Event {
     /// Re-read every file; the reply says what went wrong, if anything.

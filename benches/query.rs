@@ -1,0 +1,85 @@
+//! The query path without sockets: parse, look up, apply the policy, encode, for the
+//! shapes that matter (static A, geo A with ECS, NXDOMAIN), and the number of heap
+//! allocations each costs.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use geolb::app::{self, Settings};
+use geolb::dns::{self, Transport};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+use hickory_proto::rr::{Name, RecordType};
+
+/// Counts allocations so that the bench can print allocations per query.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarding the caller's layout to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn message(name: &str, ecs: Option<&str>) -> Vec<u8> {
+    let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
+    let name = Name::from_ascii(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    m.add_query(Query::query(name, RecordType::A));
+    if let Some(subnet) = ecs {
+        let mut edns = Edns::new();
+        edns.set_max_payload(1232);
+        let subnet: ClientSubnet = subnet.parse().unwrap_or_else(|e| panic!("{subnet}: {e:?}"));
+        edns.options_mut().insert(EdnsOption::Subnet(subnet));
+        m.set_edns(edns);
+    }
+    m.to_vec().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn query_path(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let settings = Settings {
+        zones: vec![root.join("zones")],
+        geoip: Some(root.join("geoip/demo.mmdb")),
+        ..Settings::default()
+    };
+    let loaded = app::load(&settings).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = app::snapshot_all_up(&loaded);
+    let src: IpAddr = [127, 0, 0, 1].into();
+    let cases = [
+        ("static_a", message("static.example.test.", None)),
+        (
+            "geo_a_ecs",
+            message("www.example.test.", Some("127.0.1.0/24")),
+        ),
+        ("nxdomain", message("nope.example.test.", None)),
+    ];
+    let mut group = c.benchmark_group("respond");
+    for (label, bytes) in &cases {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let reply = dns::respond(&snapshot, bytes, src, Transport::Udp);
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        assert!(reply.is_some());
+        println!("allocations per query, {label}: {allocations}");
+        group.bench_function(*label, |b| {
+            b.iter(|| dns::respond(black_box(&snapshot), black_box(bytes), src, Transport::Udp))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, query_path);
+criterion_main!(benches);
