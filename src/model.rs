@@ -969,8 +969,10 @@ impl Cx<'_> {
                     c => {
                         match Code2::parse(c) {
                             Some(code2) if CONTINENTS.contains(&code2.as_str()) && c.len() == 2 => {
-                                // Two-letter codes that are continents (EU, NA, ...) are read as
-                                // continents; no ISO 3166 country uses these codes except... none.
+                                // The seven continent codes are read as continents, as the
+                                // zone format promises (`NA` is North America). This shadows
+                                // the countries AS, NA and SA (American Samoa, Namibia, Saudi
+                                // Arabia), which `regions` therefore cannot name.
                                 Some(RegionKey::Continent(code2))
                             }
                             Some(code2) => Some(RegionKey::Country(code2)),
