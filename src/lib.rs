@@ -1,1 +1,3 @@
 //! geolb: an authoritative GeoDNS load-balancing server.
+
+pub mod tenants;

@@ -1,0 +1,571 @@
+//! The immutable tenant table that the DNS query path reads.
+//!
+//! This file owns the in-memory layout of one zone's tenant to shard mapping: lookups
+//! by name (exact, or lower-casing a wire-format label on the fly), sorted iteration
+//! for writing the map file, and [`TenantTable::with_changes`], which derives a new
+//! table that shares every untouched part of the old one. It must not do I/O, validate
+//! names (callers pass normalized names), or know what a shard index refers to.
+//!
+//! Layout: a fixed array of [`BUCKETS`] buckets chosen by the top bits of a hash of
+//! the name. Each bucket is an `Arc` holding one string with all of its names
+//! concatenated, and a sorted array of small fixed-size entries (a 32-bit hash key,
+//! the end offset of the name, the shard). This costs about 12 bytes plus the name per
+//! tenant, without a heap allocation per name, and a change copies only the touched
+//! buckets (a few kilobytes each at a million tenants) plus the bucket pointer array.
+//! Lookups binary-search the integer keys, so even a deliberately skewed set of names
+//! degrades a bucket to a logarithmic search, never to a linear one.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use super::ShardIdx;
+
+/// log2 of the number of buckets.
+const BUCKET_BITS: u32 = 12;
+
+/// Number of buckets in every table. Fixed, so tables built separately share the same
+/// bucket assignment and so a change never rehashes the table.
+pub const BUCKETS: usize = 1 << BUCKET_BITS;
+
+/// One tenant in a bucket. The name is `names[previous entry's end..end]`.
+///
+/// `end` is a 32-bit offset: a bucket would need more than 60 million names of the
+/// maximum length to overflow it, far beyond what the table can hold in memory.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    key: u32,
+    end: u32,
+    shard: ShardIdx,
+}
+
+/// The tenants whose hash selects one bucket, ordered by (key, name).
+#[derive(Debug, Default)]
+struct Bucket {
+    names: Box<str>,
+    entries: Box<[Entry]>,
+}
+
+impl Bucket {
+    fn name(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            _ => self.entries[i - 1].end as usize,
+        };
+        let end = self.entries[i].end as usize;
+        // Names are ASCII, so any offset pair produced by the builder is a valid slice;
+        // `get` keeps a logic error from turning into a panic on the query path.
+        self.names.get(start..end).unwrap_or("")
+    }
+
+    fn find<const LOWER: bool>(&self, key: u32, label: &[u8]) -> Option<ShardIdx> {
+        let mut i = self.entries.partition_point(|e| e.key < key);
+        while let Some(e) = self.entries.get(i) {
+            if e.key != key {
+                break;
+            }
+            let name = self.name(i).as_bytes();
+            let equal = if LOWER {
+                // The stored name is already lower-case, so comparing both sides
+                // case-insensitively is the same as lower-casing the label.
+                name.eq_ignore_ascii_case(label)
+            } else {
+                name == label
+            };
+            if equal {
+                return Some(e.shard);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&str, ShardIdx)> + '_ {
+        (0..self.entries.len()).map(move |i| (self.name(i), self.entries[i].shard))
+    }
+}
+
+/// Accumulates a bucket in order.
+struct BucketBuilder {
+    names: String,
+    entries: Vec<Entry>,
+}
+
+impl BucketBuilder {
+    fn with_capacity(entries: usize, name_bytes: usize) -> Self {
+        BucketBuilder {
+            names: String::with_capacity(name_bytes),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
+    fn push(&mut self, key: u32, name: &str, shard: ShardIdx) {
+        self.names.push_str(name);
+        self.entries.push(Entry {
+            key,
+            end: self.names.len() as u32,
+            shard,
+        });
+    }
+
+    fn finish(self, empty: &Arc<Bucket>) -> Arc<Bucket> {
+        if self.entries.is_empty() {
+            return Arc::clone(empty);
+        }
+        Arc::new(Bucket {
+            names: self.names.into_boxed_str(),
+            entries: self.entries.into_boxed_slice(),
+        })
+    }
+}
+
+/// 64-bit FNV-1a with a final avalanche step, optionally lower-casing ASCII.
+///
+/// FNV is quick for short labels and easy to compute while lower-casing. Its low
+/// bits mix poorly on their own, hence the murmur3 finalizer: the bucket comes from
+/// the top bits and the in-bucket key from the 32 bits below them.
+#[inline]
+fn hash_name<const LOWER: bool>(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name {
+        let b = if LOWER { b.to_ascii_lowercase() } else { b };
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h
+}
+
+/// Splits a hash into (bucket, in-bucket key). `h >> 20` orders as (bucket, key).
+#[inline]
+fn split(h: u64) -> (usize, u32) {
+    ((h >> (64 - BUCKET_BITS)) as usize, (h >> 20) as u32)
+}
+
+/// An immutable mapping from tenant name to shard. Cloning is one reference count.
+///
+/// Names given to the table must already be normalized (lower-case, validated); the
+/// table does not check them. Every table carries a `version`: tables derived with
+/// [`TenantTable::with_changes`] have a higher version than their source, so a
+/// publisher receiving tables from several tasks can refuse to replace a newer table
+/// with an older one.
+#[derive(Clone)]
+pub struct TenantTable {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    buckets: Box<[Arc<Bucket>]>,
+    len: usize,
+    version: u64,
+}
+
+impl fmt::Debug for TenantTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantTable")
+            .field("len", &self.inner.len)
+            .field("version", &self.inner.version)
+            .finish()
+    }
+}
+
+impl Default for TenantTable {
+    fn default() -> Self {
+        TenantTable::empty()
+    }
+}
+
+/// One name on its way into a table: `tag` orders duplicates (the later tag wins)
+/// and lets the map parser report line numbers.
+pub(crate) struct Staged<'a> {
+    pub(crate) name: Cow<'a, str>,
+    pub(crate) shard: ShardIdx,
+    pub(crate) tag: usize,
+}
+
+impl TenantTable {
+    /// A table with no tenants.
+    pub fn empty() -> TenantTable {
+        let empty = Arc::new(Bucket::default());
+        TenantTable {
+            inner: Arc::new(Inner {
+                buckets: (0..BUCKETS).map(|_| Arc::clone(&empty)).collect(),
+                len: 0,
+                version: 0,
+            }),
+        }
+    }
+
+    /// Builds a table from normalized names; when a name repeats, the last one wins.
+    pub fn from_entries<I>(entries: I) -> TenantTable
+    where
+        I: IntoIterator<Item = (Box<str>, ShardIdx)>,
+    {
+        let staged = entries
+            .into_iter()
+            .enumerate()
+            .map(|(tag, (name, shard))| Staged {
+                name: Cow::Owned(name.into()),
+                shard,
+                tag,
+            })
+            .collect();
+        build(staged, |_, _| {})
+    }
+
+    /// Number of tenants.
+    pub fn len(&self) -> usize {
+        self.inner.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// Monotonic version; see the type documentation.
+    pub fn version(&self) -> u64 {
+        self.inner.version
+    }
+
+    /// The shard of the tenant called `name`, which must already be lower-case.
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<ShardIdx> {
+        let (bucket, key) = split(hash_name::<false>(name.as_bytes()));
+        self.inner.buckets[bucket].find::<false>(key, name.as_bytes())
+    }
+
+    /// The shard of the tenant whose name is `label` in any ASCII letter case, as a
+    /// label arrives in a DNS query. Does not allocate.
+    #[inline]
+    pub fn get_ascii_lowercase(&self, label: &[u8]) -> Option<ShardIdx> {
+        let (bucket, key) = split(hash_name::<true>(label));
+        self.inner.buckets[bucket].find::<true>(key, label)
+    }
+
+    /// A new table with `changes` applied in order: `Some(shard)` sets a tenant,
+    /// `None` removes it. Later changes to the same name win. The new table shares
+    /// every bucket that no change touches with `self`, which stays unchanged.
+    pub fn with_changes(&self, changes: &[(Box<str>, Option<ShardIdx>)]) -> TenantTable {
+        if changes.is_empty() {
+            return self.clone();
+        }
+        // (split hash, order, name, change), sorted so that each bucket's changes are
+        // contiguous, in the bucket's (key, name) order, with the latest change last.
+        let mut sorted: Vec<(u64, usize, &str, Option<ShardIdx>)> = changes
+            .iter()
+            .enumerate()
+            .map(|(order, (name, shard))| (hash_name::<false>(name.as_bytes()) >> 20, order, &**name, *shard))
+            .collect();
+        sorted.sort_unstable_by(|a, b| (a.0, a.2, a.1).cmp(&(b.0, b.2, b.1)));
+
+        let old = &self.inner;
+        let mut buckets = old.buckets.clone();
+        let mut len = old.len;
+        let empty = Arc::new(Bucket::default());
+        let mut rest = &sorted[..];
+        while let Some(first) = rest.first() {
+            let bucket = (first.0 >> 32) as usize;
+            let n = rest.iter().take_while(|c| (c.0 >> 32) as usize == bucket).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let (merged, removed, added) = merge_bucket(&old.buckets[bucket], group, &empty);
+            len = len - removed + added;
+            buckets[bucket] = merged;
+        }
+        TenantTable {
+            inner: Arc::new(Inner {
+                buckets,
+                len,
+                version: old.version + 1,
+            }),
+        }
+    }
+
+    /// The same contents under another version number.
+    pub(crate) fn with_version(&self, version: u64) -> TenantTable {
+        TenantTable {
+            inner: Arc::new(Inner {
+                buckets: self.inner.buckets.clone(),
+                len: self.inner.len,
+                version,
+            }),
+        }
+    }
+
+    /// All tenants sorted by name. Collects and sorts first (O(n log n), about 24
+    /// bytes of scratch memory per tenant); use [`TenantTable::iter_unordered`] when
+    /// order does not matter.
+    pub fn iter(&self) -> std::vec::IntoIter<(&str, ShardIdx)> {
+        let mut all: Vec<(&str, ShardIdx)> = Vec::with_capacity(self.len());
+        all.extend(self.iter_unordered());
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
+    }
+
+    /// All tenants in storage order.
+    pub fn iter_unordered(&self) -> impl Iterator<Item = (&str, ShardIdx)> + '_ {
+        self.inner.buckets.iter().flat_map(|b| b.iter())
+    }
+
+    /// How many tenants each shard has, indexed by `ShardIdx.0`.
+    pub fn count_by_shard(&self) -> Vec<usize> {
+        let mut counts = Vec::new();
+        for bucket in self.inner.buckets.iter() {
+            for e in bucket.entries.iter() {
+                let i = usize::from(e.shard.0);
+                if counts.len() <= i {
+                    counts.resize(i + 1, 0);
+                }
+                counts[i] += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Merges one bucket with its sorted changes. Returns the new bucket and how many
+/// tenants were removed and added.
+fn merge_bucket(
+    old: &Bucket,
+    changes: &[(u64, usize, &str, Option<ShardIdx>)],
+    empty: &Arc<Bucket>,
+) -> (Arc<Bucket>, usize, usize) {
+    let extra: usize = changes.iter().map(|c| c.2.len()).sum();
+    let mut out = BucketBuilder::with_capacity(old.entries.len() + changes.len(), old.names.len() + extra);
+    let (mut removed, mut added) = (0, 0);
+    let mut i = 0;
+    let mut c = 0;
+    while c < changes.len() {
+        // Several changes to one name sort together, latest last: only that one counts.
+        let (h, _, name, _) = changes[c];
+        let key = h as u32;
+        while c + 1 < changes.len() && changes[c + 1].0 == h && changes[c + 1].2 == name {
+            c += 1;
+        }
+        let shard = changes[c].3;
+        c += 1;
+        // Copy the old entries that sort before this name.
+        while let Some(e) = old.entries.get(i) {
+            if (e.key, old.name(i)) >= (key, name) {
+                break;
+            }
+            out.push(e.key, old.name(i), e.shard);
+            i += 1;
+        }
+        let exists = old
+            .entries
+            .get(i)
+            .is_some_and(|e| e.key == key && old.name(i) == name);
+        if exists {
+            i += 1;
+        }
+        match (exists, shard) {
+            (true, Some(s)) => out.push(key, name, s),
+            (true, None) => removed += 1,
+            (false, Some(s)) => {
+                out.push(key, name, s);
+                added += 1;
+            }
+            (false, None) => {}
+        }
+    }
+    while i < old.entries.len() {
+        out.push(old.entries[i].key, old.name(i), old.entries[i].shard);
+        i += 1;
+    }
+    (out.finish(empty), removed, added)
+}
+
+/// Builds a table from staged names. For every name that appears more than once,
+/// `on_duplicate(first, other)` is called for each later occurrence and the
+/// occurrence with the highest tag is kept.
+pub(crate) fn build<'a>(
+    staged: Vec<Staged<'a>>,
+    mut on_duplicate: impl FnMut(&Staged<'a>, &Staged<'a>),
+) -> TenantTable {
+    // Distribute into buckets first (a counting sort), so that the per-bucket sorts
+    // work on small, cache-resident slices.
+    let mut keyed: Vec<(u64, Staged<'a>)> = staged
+        .into_iter()
+        .map(|s| (hash_name::<false>(s.name.as_bytes()) >> 20, s))
+        .collect();
+    let mut counts = vec![0usize; BUCKETS];
+    for (h, _) in &keyed {
+        counts[(h >> 32) as usize] += 1;
+    }
+    let mut per_bucket: Vec<Vec<(u64, Staged<'a>)>> =
+        counts.iter().map(|&n| Vec::with_capacity(n)).collect();
+    for item in keyed.drain(..) {
+        per_bucket[(item.0 >> 32) as usize].push(item);
+    }
+    drop(keyed);
+
+    let empty = Arc::new(Bucket::default());
+    let mut len = 0;
+    let mut buckets = Vec::with_capacity(BUCKETS);
+    for mut items in per_bucket {
+        items.sort_unstable_by(|a, b| {
+            (a.0, &*a.1.name, a.1.tag).cmp(&(b.0, &*b.1.name, b.1.tag))
+        });
+        let bytes = items.iter().map(|i| i.1.name.len()).sum();
+        let mut out = BucketBuilder::with_capacity(items.len(), bytes);
+        let mut rest = &items[..];
+        while let Some((first, tail)) = rest.split_first() {
+            let same = tail
+                .iter()
+                .take_while(|o| o.0 == first.0 && o.1.name == first.1.name)
+                .count();
+            for other in &tail[..same] {
+                on_duplicate(&first.1, &other.1);
+            }
+            let keep = &rest[same];
+            out.push(keep.0 as u32, &keep.1.name, keep.1.shard);
+            len += 1;
+            rest = &tail[same..];
+        }
+        buckets.push(out.finish(&empty));
+    }
+    TenantTable {
+        inner: Arc::new(Inner {
+            buckets: buckets.into_boxed_slice(),
+            len,
+            version: 0,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(pairs: &[(&str, u16)]) -> TenantTable {
+        TenantTable::from_entries(pairs.iter().map(|(n, s)| (Box::from(*n), ShardIdx(*s))))
+    }
+
+    fn ch(name: &str, shard: Option<u16>) -> (Box<str>, Option<ShardIdx>) {
+        (name.into(), shard.map(ShardIdx))
+    }
+
+    #[test]
+    fn get_and_len() {
+        let table = t(&[("acme", 0), ("globex", 1), ("initech", 1)]);
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.get("acme"), Some(ShardIdx(0)));
+        assert_eq!(table.get("globex"), Some(ShardIdx(1)));
+        assert_eq!(table.get("nope"), None);
+        assert_eq!(table.get(""), None);
+        assert_eq!(table.count_by_shard(), vec![1, 2]);
+    }
+
+    #[test]
+    fn last_duplicate_wins_in_from_entries() {
+        let table = t(&[("acme", 0), ("acme", 2)]);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get("acme"), Some(ShardIdx(2)));
+    }
+
+    #[test]
+    fn wire_lookup_ignores_case() {
+        let table = t(&[("acme-corp", 3)]);
+        assert_eq!(table.get_ascii_lowercase(b"ACME-Corp"), Some(ShardIdx(3)));
+        assert_eq!(table.get_ascii_lowercase(b"acme-corp"), Some(ShardIdx(3)));
+        assert_eq!(table.get_ascii_lowercase(b"acme-corq"), None);
+        assert_eq!(table.get_ascii_lowercase(b"\xffacme"), None);
+        // The exact lookup expects lower case and does not fold.
+        assert_eq!(table.get("ACME-CORP"), None);
+    }
+
+    #[test]
+    fn with_changes_sets_moves_and_deletes() {
+        let base = t(&[("acme", 0), ("globex", 1)]);
+        let next = base.with_changes(&[
+            ch("acme", Some(2)),
+            ch("globex", None),
+            ch("initech", Some(1)),
+            ch("ghost", None),
+        ]);
+        assert_eq!(next.len(), 2);
+        assert_eq!(next.get("acme"), Some(ShardIdx(2)));
+        assert_eq!(next.get("globex"), None);
+        assert_eq!(next.get("initech"), Some(ShardIdx(1)));
+        assert!(next.version() > base.version());
+        // The old table is untouched.
+        assert_eq!(base.len(), 2);
+        assert_eq!(base.get("acme"), Some(ShardIdx(0)));
+        assert_eq!(base.get("globex"), Some(ShardIdx(1)));
+        assert_eq!(base.get("initech"), None);
+    }
+
+    #[test]
+    fn later_change_to_the_same_name_wins() {
+        let base = t(&[("acme", 0)]);
+        let next = base.with_changes(&[ch("acme", None), ch("acme", Some(5)), ch("x", Some(1)), ch("x", None)]);
+        assert_eq!(next.get("acme"), Some(ShardIdx(5)));
+        assert_eq!(next.get("x"), None);
+        assert_eq!(next.len(), 1);
+    }
+
+    #[test]
+    fn untouched_buckets_are_shared() {
+        let base = t(&(0..10_000).map(|i| (format!("t{i}"), 0u16)).collect::<Vec<_>>()
+            .iter()
+            .map(|(n, s)| (n.as_str(), *s))
+            .collect::<Vec<_>>());
+        let next = base.with_changes(&[ch("t5", Some(1))]);
+        let shared = base
+            .inner
+            .buckets
+            .iter()
+            .zip(next.inner.buckets.iter())
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(shared, BUCKETS - 1);
+    }
+
+    #[test]
+    fn iter_is_sorted_and_complete() {
+        let names: Vec<String> = (0..5000).map(|i| format!("n{}", (i * 7919) % 5000)).collect();
+        let table = TenantTable::from_entries(names.iter().map(|n| (Box::from(n.as_str()), ShardIdx(1))));
+        let listed: Vec<&str> = table.iter().map(|(n, _)| n).collect();
+        let mut expected: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        expected.sort();
+        assert_eq!(listed, expected);
+        for n in &names {
+            assert_eq!(table.get(n), Some(ShardIdx(1)));
+        }
+    }
+
+    #[test]
+    fn random_changes_match_a_btreemap() {
+        use std::collections::BTreeMap;
+        let mut model = BTreeMap::new();
+        let mut table = TenantTable::empty();
+        let mut x: u64 = 0x1234_5678;
+        for round in 0..200 {
+            let mut changes: Vec<(Box<str>, Option<ShardIdx>)> = Vec::new();
+            for _ in 0..(round % 17 + 1) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let name = format!("t{}", x % 300);
+                let shard = if x % 5 == 0 { None } else { Some(ShardIdx((x % 4) as u16)) };
+                changes.push((Box::from(name.as_str()), shard));
+            }
+            for (n, s) in &changes {
+                match s {
+                    Some(s) => model.insert(n.to_string(), *s),
+                    None => model.remove(&**n),
+                };
+            }
+            table = table.with_changes(&changes);
+            assert_eq!(table.len(), model.len());
+        }
+        let listed: Vec<(String, ShardIdx)> = table.iter().map(|(n, s)| (n.to_string(), s)).collect();
+        let expected: Vec<(String, ShardIdx)> = model.into_iter().collect();
+        assert_eq!(listed, expected);
+    }
+}
