@@ -366,7 +366,10 @@ mod tests {
         assert!(text.starts_with(MAP_HEADER));
         assert!(text.ends_with("acme = \"s1\"\nmid-dle = \"s2\"\nzeta = \"s2\"\n"));
         let again = parse(&text).unwrap();
-        assert_eq!(again.iter().collect::<Vec<_>>(), table.iter().collect::<Vec<_>>());
+        assert_eq!(
+            again.iter().collect::<Vec<_>>(),
+            table.iter().collect::<Vec<_>>()
+        );
         let as_toml: toml::Table = toml::from_str(&text).unwrap();
         assert_eq!(as_toml.len(), 3);
         assert_eq!(as_toml["mid-dle"].as_str(), Some("s2"));

@@ -14,9 +14,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
+pub mod journal;
 pub mod map;
 pub mod table;
 
+pub use journal::{TenantStore, TenantStoreError, TenantStoreOptions};
 pub use map::{MapError, parse_map, write_map};
 pub use table::TenantTable;
 

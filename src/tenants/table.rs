@@ -258,7 +258,14 @@ impl TenantTable {
         let mut sorted: Vec<(u64, usize, &str, Option<ShardIdx>)> = changes
             .iter()
             .enumerate()
-            .map(|(order, (name, shard))| (hash_name::<false>(name.as_bytes()) >> 20, order, &**name, *shard))
+            .map(|(order, (name, shard))| {
+                (
+                    hash_name::<false>(name.as_bytes()) >> 20,
+                    order,
+                    &**name,
+                    *shard,
+                )
+            })
             .collect();
         sorted.sort_unstable_by(|a, b| (a.0, a.2, a.1).cmp(&(b.0, b.2, b.1)));
 
@@ -269,7 +276,10 @@ impl TenantTable {
         let mut rest = &sorted[..];
         while let Some(first) = rest.first() {
             let bucket = (first.0 >> 32) as usize;
-            let n = rest.iter().take_while(|c| (c.0 >> 32) as usize == bucket).count();
+            let n = rest
+                .iter()
+                .take_while(|c| (c.0 >> 32) as usize == bucket)
+                .count();
             let (group, tail) = rest.split_at(n);
             rest = tail;
             let (merged, removed, added) = merge_bucket(&old.buckets[bucket], group, &empty);
@@ -335,7 +345,8 @@ fn merge_bucket(
     empty: &Arc<Bucket>,
 ) -> (Arc<Bucket>, usize, usize) {
     let extra: usize = changes.iter().map(|c| c.2.len()).sum();
-    let mut out = BucketBuilder::with_capacity(old.entries.len() + changes.len(), old.names.len() + extra);
+    let mut out =
+        BucketBuilder::with_capacity(old.entries.len() + changes.len(), old.names.len() + extra);
     let (mut removed, mut added) = (0, 0);
     let mut i = 0;
     let mut c = 0;
@@ -408,9 +419,7 @@ pub(crate) fn build<'a>(
     let mut len = 0;
     let mut buckets = Vec::with_capacity(BUCKETS);
     for mut items in per_bucket {
-        items.sort_unstable_by(|a, b| {
-            (a.0, &*a.1.name, a.1.tag).cmp(&(b.0, &*b.1.name, b.1.tag))
-        });
+        items.sort_unstable_by(|a, b| (a.0, &*a.1.name, a.1.tag).cmp(&(b.0, &*b.1.name, b.1.tag)));
         let bytes = items.iter().map(|i| i.1.name.len()).sum();
         let mut out = BucketBuilder::with_capacity(items.len(), bytes);
         let mut rest = &items[..];
@@ -503,7 +512,12 @@ mod tests {
     #[test]
     fn later_change_to_the_same_name_wins() {
         let base = t(&[("acme", 0)]);
-        let next = base.with_changes(&[ch("acme", None), ch("acme", Some(5)), ch("x", Some(1)), ch("x", None)]);
+        let next = base.with_changes(&[
+            ch("acme", None),
+            ch("acme", Some(5)),
+            ch("x", Some(1)),
+            ch("x", None),
+        ]);
         assert_eq!(next.get("acme"), Some(ShardIdx(5)));
         assert_eq!(next.get("x"), None);
         assert_eq!(next.len(), 1);
@@ -511,7 +525,9 @@ mod tests {
 
     #[test]
     fn untouched_buckets_are_shared() {
-        let base = t(&(0..10_000).map(|i| (format!("t{i}"), 0u16)).collect::<Vec<_>>()
+        let base = t(&(0..10_000)
+            .map(|i| (format!("t{i}"), 0u16))
+            .collect::<Vec<_>>()
             .iter()
             .map(|(n, s)| (n.as_str(), *s))
             .collect::<Vec<_>>());
@@ -528,8 +544,11 @@ mod tests {
 
     #[test]
     fn iter_is_sorted_and_complete() {
-        let names: Vec<String> = (0..5000).map(|i| format!("n{}", (i * 7919) % 5000)).collect();
-        let table = TenantTable::from_entries(names.iter().map(|n| (Box::from(n.as_str()), ShardIdx(1))));
+        let names: Vec<String> = (0..5000)
+            .map(|i| format!("n{}", (i * 7919) % 5000))
+            .collect();
+        let table =
+            TenantTable::from_entries(names.iter().map(|n| (Box::from(n.as_str()), ShardIdx(1))));
         let listed: Vec<&str> = table.iter().map(|(n, _)| n).collect();
         let mut expected: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         expected.sort();
@@ -552,7 +571,11 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let name = format!("t{}", x % 300);
-                let shard = if x % 5 == 0 { None } else { Some(ShardIdx((x % 4) as u16)) };
+                let shard = if x.is_multiple_of(5) {
+                    None
+                } else {
+                    Some(ShardIdx((x % 4) as u16))
+                };
                 changes.push((Box::from(name.as_str()), shard));
             }
             for (n, s) in &changes {
@@ -564,7 +587,8 @@ mod tests {
             table = table.with_changes(&changes);
             assert_eq!(table.len(), model.len());
         }
-        let listed: Vec<(String, ShardIdx)> = table.iter().map(|(n, s)| (n.to_string(), s)).collect();
+        let listed: Vec<(String, ShardIdx)> =
+            table.iter().map(|(n, s)| (n.to_string(), s)).collect();
         let expected: Vec<(String, ShardIdx)> = model.into_iter().collect();
         assert_eq!(listed, expected);
     }
