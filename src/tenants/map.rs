@@ -14,7 +14,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::table::{Staged, build};
+use super::table::TableBuilder;
 use super::{ShardNames, TenantTable, validate_tenant_name};
 
 /// One problem in a tenant map file.
@@ -70,8 +70,9 @@ pub fn parse_map(
         message,
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    // Short lines are typical; a generous guess avoids most regrowth.
-    let mut staged: Vec<Staged<'_>> = Vec::with_capacity(text.len() / 16);
+    // Size the staging for the file: lines are about half name, half the rest.
+    let lines = text.bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut staged = TableBuilder::with_capacity(lines, text.len() / 2);
     for (i, line) in text.split('\n').enumerate() {
         let line_no = i + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
@@ -100,22 +101,15 @@ pub fn parse_map(
             ));
             continue;
         };
-        let name = if key.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(key.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(key)
-        };
-        staged.push(Staged {
-            name,
-            shard,
-            tag: line_no,
-        });
+        // Line numbers beyond u32 would need a file of more than 4 GiB.
+        let tag = u32::try_from(line_no).unwrap_or(u32::MAX);
+        staged.push(key, shard, tag);
     }
-    let table = build(staged, |first, dup| {
+    let table = staged.finish(|name, first, dup| {
         errors.push(error(
-            dup.tag,
-            &dup.name,
-            format!("duplicate tenant (first defined on line {})", first.tag),
+            dup as usize,
+            name,
+            format!("duplicate tenant (first defined on line {first})"),
         ));
     });
     if errors.is_empty() {

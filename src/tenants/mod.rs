@@ -62,10 +62,13 @@ pub fn validate_tenant_name(name: &str) -> Result<(), TenantNameError> {
     }
     // Report a bad character before the length, because a pasted line with a stray
     // character is the more common mistake and the more useful message.
-    if let Some(found) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if !bytes.iter().all(|&b| allowed(b)) {
+        // Only on the error path: find the offending character, which may be non-ASCII.
+        let found = name
+            .chars()
+            .find(|&c| !(c.is_ascii() && allowed(c as u8)))
+            .unwrap_or('?');
         return Err(TenantNameError::BadChar { found });
     }
     if bytes.len() > MAX_TENANT_NAME_LEN {
@@ -144,6 +147,15 @@ impl ShardNames {
 
     /// The index of the shard called `name`, if it is configured.
     pub fn idx(&self, name: &str) -> Option<ShardIdx> {
+        // A zone has a handful of shards; comparing them beats hashing, which matters
+        // when a million-line map is parsed.
+        if self.names.len() <= 8 {
+            return self
+                .names
+                .iter()
+                .position(|n| **n == *name)
+                .map(|i| ShardIdx(i as u16));
+        }
         self.index.get(name).copied()
     }
 

@@ -15,7 +15,6 @@
 //! Lookups binary-search the integer keys, so even a deliberately skewed set of names
 //! degrades a bucket to a logarithmic search, never to a linear one.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -179,12 +178,118 @@ impl Default for TenantTable {
     }
 }
 
-/// One name on its way into a table: `tag` orders duplicates (the later tag wins)
-/// and lets the map parser report line numbers.
-pub(crate) struct Staged<'a> {
-    pub(crate) name: Cow<'a, str>,
-    pub(crate) shard: ShardIdx,
-    pub(crate) tag: usize,
+/// Collects names for a new table in any order, then builds it.
+///
+/// Names go straight into the staging area of their bucket, so the input is read
+/// once in order and the final sort of each bucket works on a few kilobytes that are
+/// already in cache. (Sorting all names first and then copying them from the input
+/// in sorted order costs a cache miss per name, which dominated parsing.)
+pub(crate) struct TableBuilder {
+    buckets: Vec<Staging>,
+}
+
+#[derive(Default)]
+struct Staging {
+    names: String,
+    items: Vec<StagedName>,
+}
+
+/// A staged name: `names[start..end]` of its bucket. `tag` orders duplicates (the
+/// later tag wins) and lets the map parser report line numbers.
+#[derive(Clone, Copy)]
+struct StagedName {
+    key: u32,
+    start: u32,
+    end: u32,
+    tag: u32,
+    shard: ShardIdx,
+}
+
+impl TableBuilder {
+    pub(crate) fn new() -> TableBuilder {
+        TableBuilder::with_capacity(0, 0)
+    }
+
+    /// A builder sized for about `names` names of `name_bytes` bytes in total, so
+    /// the staging areas do not keep growing (and copying) while a big map loads.
+    pub(crate) fn with_capacity(names: usize, name_bytes: usize) -> TableBuilder {
+        // Bucket sizes spread around the mean by about its square root; 1/8 more
+        // than the mean, plus a little, rarely needs to grow for large inputs.
+        let slack = |n: usize| {
+            let mean = n / BUCKETS;
+            if mean == 0 { 0 } else { mean + mean / 8 + 8 }
+        };
+        let (items, bytes) = (slack(names), slack(name_bytes));
+        TableBuilder {
+            buckets: (0..BUCKETS)
+                .map(|_| Staging {
+                    names: String::with_capacity(bytes),
+                    items: Vec::with_capacity(items),
+                })
+                .collect(),
+        }
+    }
+
+    /// Stages `name` (lower-cased here if needed) with its shard and tag.
+    pub(crate) fn push(&mut self, name: &str, shard: ShardIdx, tag: u32) {
+        // Lower-casing in the hash makes it equal to the hash of the stored name.
+        let (bucket, key) = split(hash_name::<true>(name.as_bytes()));
+        let staging = &mut self.buckets[bucket];
+        let start = staging.names.len() as u32;
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            staging.names.push_str(&name.to_ascii_lowercase());
+        } else {
+            staging.names.push_str(name);
+        }
+        staging.items.push(StagedName {
+            key,
+            start,
+            end: staging.names.len() as u32,
+            tag,
+            shard,
+        });
+    }
+
+    /// Builds the table. For every name staged more than once,
+    /// `on_duplicate(name, first_tag, other_tag)` is called for each later
+    /// occurrence, and the occurrence with the highest tag is kept.
+    pub(crate) fn finish(self, mut on_duplicate: impl FnMut(&str, u32, u32)) -> TenantTable {
+        let empty = Arc::new(Bucket::default());
+        let mut len = 0;
+        let mut buckets = Vec::with_capacity(BUCKETS);
+        for Staging { names, mut items } in self.buckets {
+            let name = |s: &StagedName| names.get(s.start as usize..s.end as usize).unwrap_or("");
+            items.sort_unstable_by(|a, b| {
+                a.key
+                    .cmp(&b.key)
+                    .then_with(|| name(a).cmp(name(b)))
+                    .then(a.tag.cmp(&b.tag))
+            });
+            let mut out = BucketBuilder::with_capacity(items.len(), names.len());
+            let mut run = &items[..];
+            while let Some((first, others)) = run.split_first() {
+                let same = others
+                    .iter()
+                    .take_while(|o| o.key == first.key && name(o) == name(first))
+                    .count();
+                for other in &others[..same] {
+                    on_duplicate(name(first), first.tag, other.tag);
+                }
+                let keep = &run[same];
+                out.push(keep.key, name(keep), keep.shard);
+                len += 1;
+                run = &others[same..];
+            }
+            buckets.push(out.finish(&empty));
+        }
+        TenantTable {
+            inner: Arc::new(Inner {
+                buckets: buckets.into_boxed_slice(),
+                len,
+                version: 0,
+            }),
+        }
+    }
 }
 
 impl TenantTable {
@@ -205,16 +310,13 @@ impl TenantTable {
     where
         I: IntoIterator<Item = (Box<str>, ShardIdx)>,
     {
-        let staged = entries
-            .into_iter()
-            .enumerate()
-            .map(|(tag, (name, shard))| Staged {
-                name: Cow::Owned(name.into()),
-                shard,
-                tag,
-            })
-            .collect();
-        build(staged, |_, _| {})
+        let mut builder = TableBuilder::new();
+        for (tag, (name, shard)) in entries.into_iter().enumerate() {
+            // Tags only order duplicates; past u32::MAX entries (far beyond memory)
+            // the order among duplicates of one name would be unspecified.
+            builder.push(&name, shard, tag as u32);
+        }
+        builder.finish(|_, _, _| {})
     }
 
     /// Number of tenants.
@@ -389,62 +491,6 @@ fn merge_bucket(
         i += 1;
     }
     (out.finish(empty), removed, added)
-}
-
-/// Builds a table from staged names. For every name that appears more than once,
-/// `on_duplicate(first, other)` is called for each later occurrence and the
-/// occurrence with the highest tag is kept.
-pub(crate) fn build<'a>(
-    staged: Vec<Staged<'a>>,
-    mut on_duplicate: impl FnMut(&Staged<'a>, &Staged<'a>),
-) -> TenantTable {
-    // Distribute into buckets first (a counting sort), so that the per-bucket sorts
-    // work on small, cache-resident slices.
-    let mut keyed: Vec<(u64, Staged<'a>)> = staged
-        .into_iter()
-        .map(|s| (hash_name::<false>(s.name.as_bytes()) >> 20, s))
-        .collect();
-    let mut counts = vec![0usize; BUCKETS];
-    for (h, _) in &keyed {
-        counts[(h >> 32) as usize] += 1;
-    }
-    let mut per_bucket: Vec<Vec<(u64, Staged<'a>)>> =
-        counts.iter().map(|&n| Vec::with_capacity(n)).collect();
-    for item in keyed.drain(..) {
-        per_bucket[(item.0 >> 32) as usize].push(item);
-    }
-    drop(keyed);
-
-    let empty = Arc::new(Bucket::default());
-    let mut len = 0;
-    let mut buckets = Vec::with_capacity(BUCKETS);
-    for mut items in per_bucket {
-        items.sort_unstable_by(|a, b| (a.0, &*a.1.name, a.1.tag).cmp(&(b.0, &*b.1.name, b.1.tag)));
-        let bytes = items.iter().map(|i| i.1.name.len()).sum();
-        let mut out = BucketBuilder::with_capacity(items.len(), bytes);
-        let mut rest = &items[..];
-        while let Some((first, tail)) = rest.split_first() {
-            let same = tail
-                .iter()
-                .take_while(|o| o.0 == first.0 && o.1.name == first.1.name)
-                .count();
-            for other in &tail[..same] {
-                on_duplicate(&first.1, &other.1);
-            }
-            let keep = &rest[same];
-            out.push(keep.0 as u32, &keep.1.name, keep.1.shard);
-            len += 1;
-            rest = &tail[same..];
-        }
-        buckets.push(out.finish(&empty));
-    }
-    TenantTable {
-        inner: Arc::new(Inner {
-            buckets: buckets.into_boxed_slice(),
-            len,
-            version: 0,
-        }),
-    }
 }
 
 #[cfg(test)]
