@@ -652,7 +652,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // Skewed and clustered keys too, not only uniform ones.
-                    if x % 3 == 0 {
+                    if x.is_multiple_of(3) {
                         (x % 50) as u32
                     } else {
                         x as u32
