@@ -159,6 +159,8 @@ async fn corrupt_record_in_the_middle_is_an_error() {
 #[tokio::test]
 async fn compaction_folds_the_journal_into_the_map() {
     let (_dir, map) = setup(START);
+    let restricted = std::os::unix::fs::PermissionsExt::from_mode(0o640);
+    fs::set_permissions(&map, restricted).unwrap();
     let (store, _) = open(&map);
     store
         .apply(vec![set("zeta", 2), del("acme")])
@@ -170,6 +172,11 @@ async fn compaction_folds_the_journal_into_the_map() {
     assert!(text.starts_with('#'), "header comment expected:\n{text}");
     assert!(text.contains("SIGHUP"));
     assert!(text.ends_with("globex = \"s2\"\nzeta = \"s3\"\n"), "{text}");
+    // The rewritten file keeps the original's permissions.
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(p).unwrap().permissions()) & 0o777
+    };
+    assert_eq!(mode(&map), 0o640);
     // A second compaction with nothing pending is a no-op.
     store.compact_now().await.unwrap();
     store.apply(vec![set("acme", 0)]).await.unwrap();

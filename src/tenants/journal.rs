@@ -1201,6 +1201,11 @@ fn compact_to_file(
     let mut new_id = None;
     let result = (|| {
         let file = File::create(&tmp).map_err(io_err("cannot create", &tmp))?;
+        // Keep the operator's permissions on the file that replaces theirs.
+        if let Ok(meta) = fs::metadata(map_path) {
+            file.set_permissions(meta.permissions())
+                .map_err(io_err("cannot set permissions of", &tmp))?;
+        }
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let skipped = write_map(&mut out, table, shards).map_err(io_err("cannot write", &tmp))?;
         if skipped > 0 {
