@@ -21,7 +21,7 @@ use crate::model::Model;
 use crate::overrides::{self, Override, Overrides};
 use crate::server::SharedSnapshot;
 use crate::snapshot::{self, SiteState, Snapshot, StaticZone, ZoneSnap};
-use crate::tenants::TenantTable;
+use crate::tenants::{ShardNames, TenantTable, parse_map};
 
 /// What `serve` and `check` run with: flags over `geolb.toml` over defaults.
 #[derive(Clone, Debug, Default)]
@@ -147,12 +147,60 @@ pub fn load(settings: &Settings) -> Result<Loaded, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let tenants = model.zones.iter().map(|_| TenantTable::default()).collect();
+    let tenants = model
+        .zones
+        .iter()
+        .map(|zone| load_tenants(zone, &mut errors))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
     Ok(Loaded {
         model,
         geo,
         tenants,
     })
+}
+
+/// Reads a zone's tenant map (`sharding.tenants`), reporting every bad line.
+fn load_tenants(zone: &crate::model::Zone, errors: &mut Vec<ConfigError>) -> TenantTable {
+    let Some(sharding) = &zone.sharding else {
+        return TenantTable::empty();
+    };
+    let Some(path) = &sharding.tenants else {
+        return TenantTable::empty();
+    };
+    let shards = match ShardNames::new(&sharding.shards) {
+        Ok(shards) => shards,
+        Err(err) => {
+            errors.push(ConfigError {
+                file: zone.file.clone(),
+                line: 0,
+                key: "shards".to_string(),
+                message: err.to_string(),
+            });
+            return TenantTable::empty();
+        }
+    };
+    let source = match Source::read(path) {
+        Ok(source) => source,
+        Err(err) => {
+            errors.push(err);
+            return TenantTable::empty();
+        }
+    };
+    match parse_map(path, &source.text, &shards) {
+        Ok(table) => table,
+        Err(map_errors) => {
+            errors.extend(map_errors.into_iter().map(|e| ConfigError {
+                file: e.file,
+                line: e.line,
+                key: e.key,
+                message: e.message,
+            }));
+            TenantTable::empty()
+        }
+    }
 }
 
 /// A snapshot of everything loaded with every site up: for benchmarks and tools that

@@ -355,9 +355,8 @@ fn tenant_shard(zone: &ZoneSnap, key: &[u8]) -> Option<ShardIdx> {
         return None;
     }
     let label = key.get(1..1 + label_len)?;
-    let name = std::str::from_utf8(label).ok()?;
     zone.tenants
-        .get(name)
+        .get_ascii_lowercase(label)
         .or(sharding.default_shard.map(ShardIdx))
 }
 
