@@ -157,6 +157,9 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
+    // Handlers first: a SIGHUP sent right after the `listening` lines must reload, not
+    // take the default action (exit).
+    let signals = Signals::install()?;
     let defaults = ServerOptions::default();
     let options = ServerOptions {
         udp_sockets: settings.udp_sockets.unwrap_or(defaults.udp_sockets),
@@ -197,7 +200,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         server::serve(b, control.shared.clone(), &options);
     }
     print_stdout(&lines);
-    wait_for_signals(control).await
+    signals.wait(control).await
 }
 
 /// Prints and flushes at once: tests and scripts wait for these lines.
@@ -208,11 +211,38 @@ fn print_stdout(text: &str) {
     let _ = out.flush();
 }
 
-async fn wait_for_signals(control: app::Control) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(self, control: app::Control) -> anyhow::Result<()> {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = self;
+        wait_for_signals(&mut hup, &mut term, &mut int, control).await
+    }
+}
+
+async fn wait_for_signals(
+    hup: &mut tokio::signal::unix::Signal,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+    control: app::Control,
+) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
