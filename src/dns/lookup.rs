@@ -379,21 +379,18 @@ fn answer_tenant(
         return Step::Done;
     };
     match sharding.answer {
-        crate::model::TenantAnswer::Cname if qtype != RecordType::CNAME => {
-            answer.answers.push(Record::from_rdata(
-                owner.clone(),
-                sharding.tenant_ttl,
-                RData::CNAME(CNAME(shard_name.clone())),
-            ));
-            Step::Follow(shard_name.clone())
-        }
         crate::model::TenantAnswer::Cname => {
             answer.answers.push(Record::from_rdata(
                 owner.clone(),
                 sharding.tenant_ttl,
                 RData::CNAME(CNAME(shard_name.clone())),
             ));
-            Step::Done
+            // A CNAME question ends at the alias; anything else follows it.
+            if qtype == RecordType::CNAME {
+                Step::Done
+            } else {
+                Step::Follow(shard_name.clone())
+            }
         }
         crate::model::TenantAnswer::Address => {
             let start = answer.answers.len();
