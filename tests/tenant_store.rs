@@ -429,3 +429,44 @@ async fn idle_timer_compacts_in_the_background() {
             .contains("hooli = \"s3\"\n")
     );
 }
+
+#[tokio::test]
+async fn named_changes_resolve_against_the_shards_in_force() {
+    let (_dir, map) = setup("acme = \"s1\"\n");
+    let (store, _) = open(&map);
+    let table = store
+        .apply_named(vec![
+            ("Acme".into(), Some("s3".into())),
+            ("new".into(), Some("s2".into())),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(listing(&table), vec![("acme".into(), 2), ("new".into(), 1)]);
+    // An unknown shard fails the whole batch and writes nothing.
+    let before = journal_len(&map);
+    let err = store
+        .apply_named(vec![
+            ("acme".into(), Some("s1".into())),
+            ("x".into(), Some("s9".into())),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TenantStoreError::UnknownShardName { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("unknown shard \"s9\""), "{err}");
+    assert_eq!(journal_len(&map), before);
+    // After a reload that reorders the shards, a name still means that shard.
+    let reordered = ShardNames::new(["s3", "s2", "s1"]).unwrap();
+    store.reload(&reordered).unwrap();
+    let table = store
+        .apply_named(vec![
+            ("acme".into(), Some("s1".into())),
+            ("new".into(), None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(listing(&table), vec![("acme".into(), 2)]);
+    assert_eq!(reordered.name(ShardIdx(2)), Some("s1"));
+}

@@ -92,6 +92,12 @@ pub enum TenantStoreError {
     },
     #[error("tenant {tenant}: shard index {} is not a configured shard", idx.0)]
     UnknownShard { tenant: String, idx: ShardIdx },
+    #[error("unknown shard \"{shard}\" for tenant {tenant} (known: {known})")]
+    UnknownShardName {
+        tenant: String,
+        shard: String,
+        known: String,
+    },
     #[error("a batch of {changes} changes is too large for one journal record")]
     BatchTooLarge { changes: usize },
     #[error(
@@ -167,6 +173,10 @@ impl std::fmt::Debug for TenantStore {
 enum Msg {
     Apply {
         changes: Vec<Change>,
+        reply: oneshot::Sender<Result<TenantTable, TenantStoreError>>,
+    },
+    ApplyNamed {
+        changes: Vec<NamedChange>,
         reply: oneshot::Sender<Result<TenantTable, TenantStoreError>>,
     },
     CompactNow {
@@ -358,23 +368,36 @@ impl TenantStore {
     /// already handed to the writer.
     pub async fn apply(&self, changes: Vec<Change>) -> Result<TenantTable, TenantStoreError> {
         let mut changes = changes;
-        for (name, _) in changes.iter_mut() {
-            if let Err(reason) = validate_tenant_name(name) {
-                return Err(TenantStoreError::InvalidTenant {
-                    name: name.to_string(),
-                    reason,
-                });
-            }
-            if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                *name = name.to_ascii_lowercase().into_boxed_str();
-            }
-        }
+        normalize_names(changes.iter_mut().map(|(name, _)| name))?;
         if changes.is_empty() {
             return Ok(self.current());
         }
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Msg::Apply { changes, reply })
+            .map_err(|_| self.stopped())?;
+        answer.await.map_err(|_| self.stopped())?
+    }
+
+    /// Like [`TenantStore::apply`], with shards given by name (`None` deletes).
+    ///
+    /// Names are resolved on the writer thread against the shard list in force when
+    /// the batch is written, so a concurrent [`TenantStore::reload`] that reorders or
+    /// removes shards can never make a change land on another shard than the one
+    /// named. A name that is not configured fails the whole batch with
+    /// [`TenantStoreError::UnknownShardName`], and nothing of it is written.
+    pub async fn apply_named(
+        &self,
+        changes: Vec<(Box<str>, Option<Box<str>>)>,
+    ) -> Result<TenantTable, TenantStoreError> {
+        let mut changes = changes;
+        normalize_names(changes.iter_mut().map(|(name, _)| name))?;
+        if changes.is_empty() {
+            return Ok(self.current());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::ApplyNamed { changes, reply })
             .map_err(|_| self.stopped())?;
         answer.await.map_err(|_| self.stopped())?
     }
@@ -443,6 +466,45 @@ impl Drop for TenantStore {
             let _ = writer.join();
         }
     }
+}
+
+/// Validates tenant names and lower-cases them in place.
+fn normalize_names<'a>(
+    names: impl Iterator<Item = &'a mut Box<str>>,
+) -> Result<(), TenantStoreError> {
+    for name in names {
+        if let Err(reason) = validate_tenant_name(name) {
+            return Err(TenantStoreError::InvalidTenant {
+                name: name.to_string(),
+                reason,
+            });
+        }
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            *name = name.to_ascii_lowercase().into_boxed_str();
+        }
+    }
+    Ok(())
+}
+
+/// Resolves shard names against `shards`, failing on the first unknown one.
+fn resolve_named(
+    changes: Vec<NamedChange>,
+    shards: &ShardNames,
+) -> Result<Vec<Change>, TenantStoreError> {
+    changes
+        .into_iter()
+        .map(|(tenant, shard)| match shard {
+            None => Ok((tenant, None)),
+            Some(shard) => match shards.idx(&shard) {
+                Some(idx) => Ok((tenant, Some(idx))),
+                None => Err(TenantStoreError::UnknownShardName {
+                    tenant: tenant.to_string(),
+                    shard: shard.to_string(),
+                    known: shards.joined(),
+                }),
+            },
+        })
+        .collect()
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -791,10 +853,20 @@ impl Writer {
             for msg in queued {
                 match msg {
                     Msg::Apply { changes, reply } => group.push(ApplyRequest { changes, reply }),
+                    Msg::ApplyNamed { changes, reply } => {
+                        // Resolved against the shards in force now: a reload queued
+                        // before this message has already replaced them.
+                        match resolve_named(changes, &self.shards) {
+                            Ok(changes) => group.push(ApplyRequest { changes, reply }),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        }
+                    }
                     other => {
                         self.commit(std::mem::take(&mut group));
                         match other {
-                            Msg::Apply { .. } => {}
+                            Msg::Apply { .. } | Msg::ApplyNamed { .. } => {}
                             Msg::CompactNow { reply } => self.compact_now(reply),
                             Msg::Reload {
                                 table,
