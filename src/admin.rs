@@ -1,4 +1,5 @@
-//! The HTTP admin API: health and overrides, reload, "explain this answer", metrics.
+//! The HTTP admin API: health and overrides, tenants, reload, "explain this answer",
+//! metrics.
 //!
 //! JSON over HTTP/1.1. Without a token it binds only loopback; with one every request
 //! needs `Authorization: Bearer TOKEN`. Changes go to the compiler as events and are
@@ -13,6 +14,7 @@ use std::time::UNIX_EPOCH;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -22,7 +24,7 @@ use hickory_proto::rr::{Name, RecordType};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::{Control, ControlError};
+use crate::app::{Control, ControlError, TenantChange};
 use crate::dns::lookup::{self, Client};
 use crate::dns::{Ecs, mask};
 use crate::overrides::Override;
@@ -86,7 +88,18 @@ pub async fn serve(listener: tokio::net::TcpListener, token: Option<Arc<str>>, c
     let ctx = Ctx { control, token };
     let app = Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/zones", get(zones))
         .route("/v1/zones/{zone}/sites/{site}/override", put(set_override))
+        .route(
+            "/v1/zones/{zone}/tenants/{tenant}",
+            get(get_tenant).put(put_tenant).delete(delete_tenant),
+        )
+        .route(
+            "/v1/zones/{zone}/tenants",
+            get(tenant_summary)
+                .post(change_tenants)
+                .layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
         .route("/v1/reload", post(reload))
         .route("/v1/explain", get(explain))
         .route("/metrics", get(metrics))
@@ -228,6 +241,246 @@ async fn set_override(
         }
         Err(err) => control_error(err),
     }
+}
+
+/// Every zone, and whether it routes tenants (and how many).
+async fn zones(State(ctx): State<Ctx>) -> Response {
+    let snapshot = ctx.control.shared.load();
+    let zones: Vec<Value> = snapshot
+        .zones
+        .iter()
+        .map(|z| {
+            json!({
+                "zone": z.zone.name,
+                "sharding": z.zone.sharding.is_some(),
+                "tenants": z.zone.sharding.as_ref().map(|_| z.tenants.len()),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "zones": zones })).into_response()
+}
+
+/// The largest batch body: about a million moves.
+const MAX_BATCH_BODY: usize = 64 << 20;
+
+/// The tenant as served now: its shard and both DNS names.
+async fn get_tenant(
+    State(ctx): State<Ctx>,
+    Path((zone, tenant)): Path<(String, String)>,
+) -> Response {
+    let snapshot = ctx.control.shared.load();
+    let Some(z) = snapshot.zone_by_name(&zone) else {
+        return error(StatusCode::NOT_FOUND, format!("unknown zone \"{zone}\""));
+    };
+    let Some(sharding) = &z.zone.sharding else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("zone \"{}\" has no [sharding]", z.zone.name),
+        );
+    };
+    let name = tenant.to_ascii_lowercase();
+    let Some(idx) = z.tenants.get(&name) else {
+        let default = sharding
+            .default_shard
+            .and_then(|d| sharding.shard_names.get(usize::from(d)));
+        let note = match default {
+            Some(d) => format!(" (its name answers from the default shard \"{d}\")"),
+            None => String::new(),
+        };
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown tenant \"{name}\" in zone \"{}\"{note}",
+                z.zone.name
+            ),
+        );
+    };
+    let shard = sharding.shard_names.get(usize::from(idx.0));
+    let shard_name = sharding
+        .shards
+        .get(usize::from(idx.0))
+        .map(|(_, n)| n.to_string());
+    let tenant_name = tenant_owner(&z.zone.origin, &sharding.tenant_suffix_key, &name);
+    axum::Json(json!({
+        "zone": z.zone.name,
+        "tenant": name,
+        "shard": shard,
+        "name": tenant_name,
+        "shard_name": shard_name,
+    }))
+    .into_response()
+}
+
+/// `<tenant>.<tenant suffix>` in presentation format, from the suffix's wire key.
+fn tenant_owner(origin: &Name, suffix_key: &[u8], tenant: &str) -> Option<String> {
+    let suffix = Name::from_labels(wire_labels(suffix_key)).ok()?;
+    let mut suffix = suffix;
+    suffix.set_fqdn(true);
+    if suffix.is_root() {
+        suffix = origin.clone();
+    }
+    Some(format!("{tenant}.{suffix}"))
+}
+
+/// The labels of a wire-format name.
+fn wire_labels(key: &[u8]) -> Vec<&[u8]> {
+    let mut labels = Vec::new();
+    let mut rest = key;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        if len == 0 || tail.len() < len {
+            break;
+        }
+        labels.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    labels
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantBody {
+    shard: String,
+}
+
+async fn put_tenant(
+    State(ctx): State<Ctx>,
+    Path((zone, tenant)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let body: TenantBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed body: {err} (expected {{\"shard\": \"NAME\"}})"),
+            );
+        }
+    };
+    let changes = vec![(tenant.into_boxed_str(), Some(body.shard.into_boxed_str()))];
+    match ctx.control.change_tenants(&zone, changes).await {
+        Ok(done) => tenant_change_json(&zone, done),
+        Err(err) => control_error(err),
+    }
+}
+
+async fn delete_tenant(
+    State(ctx): State<Ctx>,
+    Path((zone, tenant)): Path<(String, String)>,
+) -> Response {
+    let zt = match ctx.control.zone_tenants(&zone) {
+        Ok(zt) => zt,
+        Err(err) => return control_error(err),
+    };
+    let name = tenant.to_ascii_lowercase();
+    if zt.store.current().get(&name).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown tenant \"{name}\" in zone \"{}\"", zt.zone),
+        );
+    }
+    match ctx
+        .control
+        .change_tenants(&zone, vec![(name.into_boxed_str(), None)])
+        .await
+    {
+        Ok(done) => tenant_change_json(&zone, done),
+        Err(err) => control_error(err),
+    }
+}
+
+fn tenant_change_json(zone: &str, done: Vec<TenantChange>) -> Response {
+    let Some(change) = done.into_iter().next() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "no change was made");
+    };
+    axum::Json(json!({
+        "zone": zone.trim_end_matches('.').to_ascii_lowercase(),
+        "tenant": change.tenant,
+        "shard": change.after,
+        "previous": change.before,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    changes: Vec<BatchChange>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchChange {
+    tenant: String,
+    /// `null` removes the tenant.
+    shard: Option<String>,
+}
+
+/// Many changes as one atomic, durable batch: all of them are served, or none.
+async fn change_tenants(State(ctx): State<Ctx>, Path(zone): Path<String>, body: Bytes) -> Response {
+    let body: BatchBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "malformed body: {err} (expected {{\"changes\": [{{\"tenant\": \"NAME\", \"shard\": \"NAME\" or null}}, ...]}})"
+                ),
+            );
+        }
+    };
+    let changes = body
+        .changes
+        .into_iter()
+        .map(|c| {
+            (
+                c.tenant.into_boxed_str(),
+                c.shard.map(String::into_boxed_str),
+            )
+        })
+        .collect();
+    match ctx.control.change_tenants(&zone, changes).await {
+        Ok(done) => {
+            let list: Vec<Value> = done
+                .into_iter()
+                .map(|c| json!({ "tenant": c.tenant, "shard": c.after, "previous": c.before }))
+                .collect();
+            axum::Json(json!({
+                "zone": zone.trim_end_matches('.').to_ascii_lowercase(),
+                "changed": list.len(),
+                "changes": list,
+            }))
+            .into_response()
+        }
+        Err(err) => control_error(err),
+    }
+}
+
+/// How many tenants the zone has, per shard.
+async fn tenant_summary(State(ctx): State<Ctx>, Path(zone): Path<String>) -> Response {
+    let snapshot = ctx.control.shared.load();
+    let Some(z) = snapshot.zone_by_name(&zone) else {
+        return error(StatusCode::NOT_FOUND, format!("unknown zone \"{zone}\""));
+    };
+    let Some(sharding) = &z.zone.sharding else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("zone \"{}\" has no [sharding]", z.zone.name),
+        );
+    };
+    let counts = z.tenants.count_by_shard();
+    let shards: serde_json::Map<String, Value> = sharding
+        .shard_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.clone(), json!(counts.get(i).copied().unwrap_or(0))))
+        .collect();
+    axum::Json(json!({
+        "zone": z.zone.name,
+        "tenants": z.tenants.len(),
+        "shards": shards,
+    }))
+    .into_response()
 }
 
 async fn reload(State(ctx): State<Ctx>) -> Response {
@@ -373,6 +626,23 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         "Times a pool found every site down.",
         stats.all_down_events.load(Ordering::Relaxed),
     );
+    counter(
+        "geolb_tenant_changes_total",
+        "Tenant change batches applied through the admin API.",
+        stats.tenant_changes.load(Ordering::Relaxed),
+    );
+    out.push_str(
+        "# HELP geolb_tenants Tenants in a zone's tenant map.\n# TYPE geolb_tenants gauge\n",
+    );
+    for zone in snapshot.zones.iter() {
+        if zone.zone.sharding.is_some() {
+            out.push_str(&format!(
+                "geolb_tenants{{zone=\"{}\"}} {}\n",
+                zone.zone.name,
+                zone.tenants.len()
+            ));
+        }
+    }
     out.push_str("# HELP geolb_site_up Whether a site is a candidate for answers (1), down (0) or drained (-1).\n# TYPE geolb_site_up gauge\n");
     for zone in snapshot.zones.iter() {
         for (idx, site) in zone.zone.sites.iter().enumerate() {

@@ -21,7 +21,7 @@ use crate::model::Model;
 use crate::overrides::{self, Override, Overrides};
 use crate::server::SharedSnapshot;
 use crate::snapshot::{self, SiteState, Snapshot, StaticZone, ZoneSnap};
-use crate::tenants::{ShardNames, TenantTable, parse_map};
+use crate::tenants::{ShardNames, TenantStore, TenantStoreError, TenantTable, parse_map};
 
 /// What `serve` and `check` run with: flags over `geolb.toml` over defaults.
 #[derive(Clone, Debug, Default)]
@@ -114,10 +114,150 @@ pub struct Loaded {
     pub geo: Option<Arc<GeoDb>>,
     /// One table per zone (empty when the zone has no sharding).
     pub tenants: Vec<TenantTable>,
+    /// One store per zone with a tenant map, when loaded for serving
+    /// ([`load_for_serving`]); `None` for zones without one and for [`load`].
+    pub stores: Vec<Option<Arc<ZoneTenants>>>,
 }
 
-/// Loads zones, the GeoIP database and tenant maps, reporting every error.
+/// A zone's tenant store, and the shard names its tables' indexes refer to.
+pub struct ZoneTenants {
+    /// The zone's name, without the trailing dot.
+    pub zone: String,
+    pub store: Arc<TenantStore>,
+    pub shards: ShardNames,
+}
+
+/// Loads zones, the GeoIP database and tenant maps, reporting every error. Tenant maps
+/// are read as they are on disk, without their journals: for `check` and tools.
 pub fn load(settings: &Settings) -> Result<Loaded, ConfigErrors> {
+    let (model, geo) = load_config(settings)?;
+    let mut errors = Vec::new();
+    let tenants: Vec<TenantTable> = model
+        .zones
+        .iter()
+        .map(|zone| load_tenants(zone, &mut errors))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let stores = vec![None; tenants.len()];
+    Ok(Loaded {
+        model,
+        geo,
+        tenants,
+        stores,
+    })
+}
+
+/// Loads like [`load`], but opens each tenant map as a [`TenantStore`] (replaying its
+/// journal), reusing the stores in `open` by map path (a reload re-reads their files).
+///
+/// Nothing is changed unless everything is valid: the maps are parsed and checked
+/// first, and only then are existing stores reloaded and new ones opened.
+pub fn load_for_serving(
+    settings: &Settings,
+    open: &[Option<Arc<ZoneTenants>>],
+) -> Result<Loaded, ConfigErrors> {
+    let (model, geo) = load_config(settings)?;
+    let mut errors = Vec::new();
+    let mut existing: HashMap<&Path, &Arc<TenantStore>> = open
+        .iter()
+        .flatten()
+        .map(|zt| (zt.store.map_path(), &zt.store))
+        .collect();
+    // On a reload, validate every map before touching any store, so that a bad map
+    // in one zone leaves every store (and the served tables) as they were.
+    if !existing.is_empty() {
+        for zone in &model.zones {
+            load_tenants(zone, &mut errors);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let mut tenants = Vec::with_capacity(model.zones.len());
+    let mut stores = Vec::with_capacity(model.zones.len());
+    for zone in &model.zones {
+        let Some(sharding) = &zone.sharding else {
+            tenants.push(TenantTable::empty());
+            stores.push(None);
+            continue;
+        };
+        let Some(path) = &sharding.tenants else {
+            tenants.push(TenantTable::empty());
+            stores.push(None);
+            continue;
+        };
+        let zone_name = zone_name(zone);
+        let shards = match ShardNames::new(&sharding.shards) {
+            Ok(shards) => shards,
+            Err(err) => {
+                errors.push(zone_error(zone, "shards", err.to_string()));
+                continue;
+            }
+        };
+        let opened = match existing.remove(path.as_path()) {
+            Some(store) => store
+                .reload(&shards)
+                .map(|table| (store.clone(), table))
+                .map_err(TenantStoreError::Map),
+            None => TenantStore::open(path, &shards).map(|(store, table)| (Arc::new(store), table)),
+        };
+        match opened {
+            Ok((store, table)) => {
+                tenants.push(table);
+                stores.push(Some(Arc::new(ZoneTenants {
+                    zone: zone_name,
+                    store,
+                    shards,
+                })));
+            }
+            Err(TenantStoreError::Map(map_errors)) => {
+                errors.extend(map_errors.into_iter().map(map_error));
+            }
+            Err(err) => errors.push(ConfigError {
+                file: path.clone(),
+                line: 0,
+                key: String::new(),
+                message: err.to_string(),
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Loaded {
+        model,
+        geo,
+        tenants,
+        stores,
+    })
+}
+
+fn zone_name(zone: &crate::model::Zone) -> String {
+    zone.origin.to_string().trim_end_matches('.').to_string()
+}
+
+fn zone_error(zone: &crate::model::Zone, key: &str, message: String) -> ConfigError {
+    ConfigError {
+        file: zone.file.clone(),
+        line: 0,
+        key: key.to_string(),
+        message,
+    }
+}
+
+fn map_error(e: crate::tenants::MapError) -> ConfigError {
+    ConfigError {
+        file: e.file,
+        line: e.line,
+        key: e.key,
+        message: e.message,
+    }
+}
+
+/// Loads the GeoIP database and the zones, reporting every error.
+fn load_config(settings: &Settings) -> Result<(Model, Option<Arc<GeoDb>>), ConfigErrors> {
     let mut errors = Vec::new();
     let geo = match &settings.geoip {
         Some(path) => match GeoDb::open(path) {
@@ -147,19 +287,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    let tenants = model
-        .zones
-        .iter()
-        .map(|zone| load_tenants(zone, &mut errors))
-        .collect();
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
-    }
-    Ok(Loaded {
-        model,
-        geo,
-        tenants,
-    })
+    Ok((model, geo))
 }
 
 /// Reads a zone's tenant map (`sharding.tenants`), reporting every bad line.
@@ -173,12 +301,7 @@ fn load_tenants(zone: &crate::model::Zone, errors: &mut Vec<ConfigError>) -> Ten
     let shards = match ShardNames::new(&sharding.shards) {
         Ok(shards) => shards,
         Err(err) => {
-            errors.push(ConfigError {
-                file: zone.file.clone(),
-                line: 0,
-                key: "shards".to_string(),
-                message: err.to_string(),
-            });
+            errors.push(zone_error(zone, "shards", err.to_string()));
             return TenantTable::empty();
         }
     };
@@ -192,12 +315,7 @@ fn load_tenants(zone: &crate::model::Zone, errors: &mut Vec<ConfigError>) -> Ten
     match parse_map(path, &source.text, &shards) {
         Ok(table) => table,
         Err(map_errors) => {
-            errors.extend(map_errors.into_iter().map(|e| ConfigError {
-                file: e.file,
-                line: e.line,
-                key: e.key,
-                message: e.message,
-            }));
+            errors.extend(map_errors.into_iter().map(map_error));
             TenantTable::empty()
         }
     }
@@ -235,6 +353,14 @@ pub enum Event {
         site: String,
         state: Option<Override>,
         reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Serve `table`, which `store` returned after making a change durable. Ignored
+    /// if the zone no longer uses that store or already serves a newer table. The reply
+    /// comes once the snapshot that serves it (or a newer one) is published.
+    Tenants {
+        store: Arc<TenantStore>,
+        table: TenantTable,
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -274,7 +400,18 @@ struct Compiler {
     /// Pools (zone, pool, family) currently answering without any site up.
     all_down: HashSet<(usize, usize, bool)>,
     stats: Arc<Stats>,
+    /// Each zone's compiled pools and site states as last published, reused while no
+    /// health, override or reload event asks for a recompile (a tenant move does not).
+    pools: Vec<(Arc<snapshot::PoolSet>, Arc<[SiteState]>)>,
+    pools_dirty: bool,
+    /// Replies to send once the next snapshot is published.
+    published_replies: Vec<oneshot::Sender<()>>,
+    /// The tenant stores by zone name, as the admin API finds them.
+    tenant_index: TenantIndex,
 }
+
+/// Zone name (without the trailing dot) to its tenant store.
+pub type TenantIndex = Arc<std::sync::RwLock<HashMap<String, Arc<ZoneTenants>>>>;
 
 /// Counters for `/metrics`, updated by the compiler only.
 #[derive(Default)]
@@ -284,6 +421,7 @@ pub struct Stats {
     pub reloads_failed: AtomicU64,
     pub health_changes: AtomicU64,
     pub all_down_events: AtomicU64,
+    pub tenant_changes: AtomicU64,
 }
 
 /// Handle to the running compiler.
@@ -295,6 +433,15 @@ pub struct Control {
     pub stats: Arc<Stats>,
     /// A copy of the overrides, for the admin API to show.
     pub overrides: Arc<std::sync::Mutex<Overrides>>,
+    pub tenants: TenantIndex,
+}
+
+/// What a tenant change did: each tenant's shard before and after (`None`: absent).
+#[derive(Clone, Debug)]
+pub struct TenantChange {
+    pub tenant: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
 }
 
 impl Control {
@@ -328,6 +475,77 @@ impl Control {
         self.events.send(event).map_err(|_| ControlError::Closed)?;
         rx.await.map_err(|_| ControlError::Closed)?
     }
+
+    /// The tenant store of `zone`, or why there is none.
+    pub fn zone_tenants(&self, zone: &str) -> Result<Arc<ZoneTenants>, ControlError> {
+        let name = zone.trim_end_matches('.').to_ascii_lowercase();
+        let index = self
+            .tenants
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(zt) = index.get(&name) {
+            return Ok(zt.clone());
+        }
+        let snapshot = self.shared.load();
+        Err(ControlError::NotFound(match snapshot.zone_by_name(&name) {
+            None => format!("unknown zone \"{name}\""),
+            Some(_) => format!("zone \"{name}\" has no tenant map ([sharding] tenants)"),
+        }))
+    }
+
+    /// Applies tenant changes to `zone` as one atomic batch, in order (`None` removes
+    /// the tenant). Returns once the batch is durable and served.
+    pub async fn change_tenants(
+        &self,
+        zone: &str,
+        changes: Vec<(Box<str>, Option<Box<str>>)>,
+    ) -> Result<Vec<TenantChange>, ControlError> {
+        let zt = self.zone_tenants(zone)?;
+        // Unknown shards are "not found" for the API; the store checks again, against
+        // the shard list in force when it writes, in case a reload changed it.
+        for (tenant, shard) in &changes {
+            if let Some(shard) = shard
+                && zt.shards.idx(shard).is_none()
+            {
+                return Err(ControlError::NotFound(format!(
+                    "unknown shard \"{shard}\" for tenant {tenant} in zone \"{}\" (known: {})",
+                    zt.zone,
+                    shard_list(&zt.shards)
+                )));
+            }
+        }
+        let before = zt.store.current();
+        let outcome: Vec<TenantChange> = changes
+            .iter()
+            .map(|(tenant, shard)| TenantChange {
+                tenant: tenant.to_ascii_lowercase(),
+                before: before
+                    .get(&tenant.to_ascii_lowercase())
+                    .and_then(|idx| zt.shards.name(idx))
+                    .map(str::to_string),
+                after: shard.as_deref().map(str::to_string),
+            })
+            .collect();
+        let table = zt.store.apply_named(changes).await.map_err(|e| match e {
+            TenantStoreError::InvalidTenant { .. } => ControlError::Invalid(e.to_string()),
+            TenantStoreError::UnknownShardName { .. } => ControlError::NotFound(e.to_string()),
+            TenantStoreError::BatchTooLarge { .. } => ControlError::Invalid(e.to_string()),
+            other => ControlError::Storage(other.to_string()),
+        })?;
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Tenants {
+            store: zt.store.clone(),
+            table,
+            reply,
+        };
+        self.events.send(event).map_err(|_| ControlError::Closed)?;
+        rx.await.map_err(|_| ControlError::Closed)?;
+        Ok(outcome)
+    }
+}
+
+fn shard_list(shards: &ShardNames) -> String {
+    shards.iter().map(|(_, n)| n).collect::<Vec<_>>().join(", ")
 }
 
 /// The directory for persistent state (overrides): `state_dir`, else `.geolb` in the
@@ -362,7 +580,12 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
     let (_, health_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(Stats::default());
     let shown_overrides = Arc::new(std::sync::Mutex::new(overrides.clone()));
+    let tenant_index: TenantIndex = Arc::default();
     let mut compiler = Compiler {
+        pools: Vec::new(),
+        pools_dirty: true,
+        published_replies: Vec::new(),
+        tenant_index: tenant_index.clone(),
         shown_overrides: shown_overrides.clone(),
         settings,
         statics: Vec::new(),
@@ -387,6 +610,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         board,
         stats,
         overrides: shown_overrides,
+        tenants: tenant_index,
     })
 }
 
@@ -434,11 +658,53 @@ impl Compiler {
             }) => {
                 let _ = reply.send(self.set_override(&zone, &site, state));
             }
+            Input::Control(Event::Tenants {
+                store,
+                table,
+                reply,
+            }) => {
+                self.install_tenants(&store, table);
+                self.published_replies.push(reply);
+            }
             Input::Health(event) => {
                 self.stats.health_changes.fetch_add(1, Ordering::Relaxed);
                 self.health.insert(event.key, event.new);
+                self.pools_dirty = true;
             }
         }
+    }
+
+    /// Serves `table` for the zone that uses `store`, unless it already serves a newer
+    /// one (moves acknowledged out of order) or the zone moved to another store.
+    fn install_tenants(&mut self, store: &Arc<TenantStore>, table: TenantTable) {
+        let zone = self
+            .loaded
+            .stores
+            .iter()
+            .position(|zt| zt.as_ref().is_some_and(|zt| Arc::ptr_eq(&zt.store, store)));
+        let Some(zone) = zone else { return };
+        let Some(current) = self.loaded.tenants.get_mut(zone) else {
+            return;
+        };
+        if table.version() > current.version() {
+            *current = table;
+            self.stats.tenant_changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes the admin API see the current stores.
+    fn publish_tenant_index(&self) {
+        let index = self
+            .loaded
+            .stores
+            .iter()
+            .flatten()
+            .map(|zt| (zt.zone.clone(), zt.clone()))
+            .collect();
+        *self
+            .tenant_index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = index;
     }
 
     /// Compiles the static zones and (re)starts the probes for the current model.
@@ -466,6 +732,8 @@ impl Compiler {
         self.health_rx = rx;
         self.probes = Some(health::spawn_probes(targets, tx, self.board.clone()));
         self.all_down.clear();
+        self.pools_dirty = true;
+        self.publish_tenant_index();
     }
 
     fn targets_by_identity(&self) -> HashMap<String, Health> {
@@ -476,7 +744,7 @@ impl Compiler {
     }
 
     fn reload(&mut self) -> Result<ReloadSummary, ConfigErrors> {
-        match load(&self.settings) {
+        match load_for_serving(&self.settings, &self.loaded.stores) {
             Ok(loaded) => {
                 let summary = ReloadSummary {
                     zones: loaded.model.zones.len(),
@@ -538,6 +806,7 @@ impl Compiler {
             *shown = next.clone();
         }
         self.overrides = next;
+        self.pools_dirty = true;
         tracing::info!(zone = %zone_name, site, state = ?state, "override set");
         Ok(())
     }
@@ -567,23 +836,38 @@ impl Compiler {
     }
 
     fn publish(&mut self) {
-        let mut zones = Vec::with_capacity(self.statics.len());
-        let statics = self.statics.clone();
-        let tenants = self.loaded.tenants.clone();
-        for (zone_idx, (zone, tenants)) in statics.iter().zip(&tenants).enumerate() {
-            let states = self.site_states(zone_idx, zone);
-            let pools = snapshot::compile_pools(zone, &states);
-            self.note_all_down(zone_idx, zone, &pools);
-            zones.push(ZoneSnap {
-                zone: zone.clone(),
-                pools: Arc::new(pools),
-                states: states.into(),
-                tenants: tenants.clone(),
-            });
+        if self.pools_dirty || self.pools.len() != self.statics.len() {
+            let statics = self.statics.clone();
+            self.pools = statics
+                .iter()
+                .enumerate()
+                .map(|(zone_idx, zone)| {
+                    let states = self.site_states(zone_idx, zone);
+                    let pools = snapshot::compile_pools(zone, &states);
+                    self.note_all_down(zone_idx, zone, &pools);
+                    (Arc::new(pools), states.into())
+                })
+                .collect();
+            self.pools_dirty = false;
         }
+        let zones = self
+            .statics
+            .iter()
+            .zip(&self.pools)
+            .zip(&self.loaded.tenants)
+            .map(|((zone, (pools, states)), tenants)| ZoneSnap {
+                zone: zone.clone(),
+                pools: pools.clone(),
+                states: states.clone(),
+                tenants: tenants.clone(),
+            })
+            .collect();
         self.shared
             .store(Arc::new(Snapshot::new(zones, self.loaded.geo.clone())));
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+        for reply in self.published_replies.drain(..) {
+            let _ = reply.send(());
+        }
     }
 
     /// Logs (once per transition) pools that answer with no site up.

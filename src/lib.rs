@@ -14,6 +14,7 @@
 //! - `app`: wiring: loading, the compiler task, signals.
 
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod config;
 pub mod dns;

@@ -25,6 +25,48 @@ enum Command {
     Serve(ServeArgs),
     /// Validate everything `serve` would load, print every error, exit 0 or 1.
     Check(CommonArgs),
+    /// Show, move or remove tenants through a running server's admin API.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Print the shard a tenant is served from.
+    Get {
+        tenant: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Move (or add) a tenant to a shard; returns once the move is durable and served.
+    Move {
+        tenant: String,
+        shard: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Remove a tenant from the map; returns once that is durable and served.
+    Delete {
+        tenant: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+#[derive(Args)]
+struct AdminTarget {
+    /// The admin API address of the running server (default: `admin` in --config).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// The zone (default: the only zone with a tenant map).
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<String>,
+    /// A file holding the bearer token (default: `admin_token_file` in --config).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// geolb.toml to read `admin` and `admin_token_file` from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -58,7 +100,108 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
+        Command::Tenants(command) => match tenants(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn tenants(command: TenantsCommand) -> Result<(), String> {
+    use geolb::admin_client::request;
+    use serde_json::json;
+    let (target, method, tenant, body) = match &command {
+        TenantsCommand::Get { tenant, target } => (target, "GET", tenant, None),
+        TenantsCommand::Move {
+            tenant,
+            shard,
+            target,
+        } => (target, "PUT", tenant, Some(json!({ "shard": shard }))),
+        TenantsCommand::Delete { tenant, target } => (target, "DELETE", tenant, None),
+    };
+    let settings = match &target.config {
+        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
+        None => Settings::default(),
+    };
+    let addr = target
+        .admin
+        .or(settings.admin)
+        .ok_or("no admin API address: give --admin ADDR (or --config with `admin`)".to_string())?;
+    let token = match target
+        .token_file
+        .as_ref()
+        .or(settings.admin_token_file.as_ref())
+    {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let timeout = std::time::Duration::from_secs(30);
+    let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
+        request(addr, token.as_deref(), method, path, body, timeout)
+    };
+    let zone = match &target.zone {
+        Some(zone) => zone.trim_end_matches('.').to_string(),
+        None => {
+            let reply = call("GET", "/v1/zones", None)?;
+            if reply.status != 200 {
+                return Err(reply.error_message());
+            }
+            let sharded: Vec<String> = reply.body["zones"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|z| z["sharding"].as_bool() == Some(true))
+                .filter_map(|z| z["zone"].as_str().map(str::to_string))
+                .collect();
+            match sharded.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(format!("no zone served at {addr} has [sharding]")),
+                many => {
+                    return Err(format!(
+                        "several zones have tenants ({}): choose one with --zone",
+                        many.join(", ")
+                    ));
+                }
+            }
+        }
+    };
+    let path = format!("/v1/zones/{zone}/tenants/{tenant}");
+    let reply = call(method, &path, body.as_ref())?;
+    if reply.status != 200 {
+        return Err(reply.error_message());
+    }
+    let text = |key: &str| reply.body[key].as_str().unwrap_or("-").to_string();
+    match command {
+        TenantsCommand::Get { .. } => println!(
+            "{} {} -> {} ({})",
+            text("zone"),
+            text("tenant"),
+            text("shard"),
+            text("shard_name")
+        ),
+        TenantsCommand::Move { .. } => println!(
+            "{} {}: {} -> {}",
+            text("zone"),
+            text("tenant"),
+            reply.body["previous"].as_str().unwrap_or("(new)"),
+            text("shard")
+        ),
+        TenantsCommand::Delete { .. } => println!(
+            "{} {}: removed (was {})",
+            text("zone"),
+            text("tenant"),
+            text("previous")
+        ),
+    }
+    Ok(())
 }
 
 fn init_logging() {
@@ -130,7 +273,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     if args.admin.is_some() {
         settings.admin = args.admin;
     }
-    let loaded = match app::load(&settings) {
+    let loaded = match app::load_for_serving(&settings, &[]) {
         Ok(loaded) => loaded,
         Err(errors) => {
             eprintln!("{errors}");
@@ -255,5 +398,25 @@ async fn wait_for_signals(
         }
     }
     tracing::info!("shutting down");
+    // Every acknowledged tenant change is already in a journal; folding the journals
+    // into the map files now leaves files that show what was served.
+    let stores: Vec<_> = control
+        .tenants
+        .read()
+        .map(|index| index.values().cloned().collect())
+        .unwrap_or_default();
+    for zt in stores {
+        let compacted =
+            tokio::time::timeout(std::time::Duration::from_secs(5), zt.store.compact_now()).await;
+        match compacted {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(zone = %zt.zone, %error, "tenant map not compacted; its journal keeps the changes")
+            }
+            Err(_) => {
+                tracing::warn!(zone = %zt.zone, "tenant map compaction timed out; its journal keeps the changes")
+            }
+        }
+    }
     Ok(())
 }

@@ -149,12 +149,13 @@ fn sighup_reload_applies_good_changes_and_keeps_serving_on_bad_ones() {
 
 #[test]
 fn admin_refuses_non_loopback_without_a_token_and_checks_tokens() {
+    let zones = example_zones();
     let (code, _, err) = geolb(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--zones",
-        repo("zones").to_str().unwrap(),
+        zones.0.to_str().unwrap(),
         "--admin",
         "0.0.0.0:0",
     ]);
@@ -163,11 +164,12 @@ fn admin_refuses_non_loopback_without_a_token_and_checks_tokens() {
 
     let dir = TempDir::new("token");
     let token = dir.write("token", "s3cret\n");
+    let zones = example_zones();
     let config = dir.write(
         "geolb.toml",
         &format!(
             "zones = [\"{}\"]\nadmin_token_file = \"{}\"\n",
-            repo("zones").display(),
+            zones.0.display(),
             token.display()
         ),
     );
@@ -194,9 +196,7 @@ fn admin_refuses_non_loopback_without_a_token_and_checks_tokens() {
 
 #[test]
 fn explain_says_what_a_client_gets_and_why() {
-    let s = TestServer::start(&[
-        "--zones",
-        repo("zones").to_str().unwrap(),
+    let s = TestServer::example(&[
         "--geoip",
         repo("geoip/demo.mmdb").to_str().unwrap(),
         "--admin",

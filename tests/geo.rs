@@ -16,12 +16,7 @@ const NYC: &str = "198.51.100.10";
 const SIN: &str = "203.0.113.10";
 
 fn example(db: &str) -> TestServer {
-    TestServer::start(&[
-        "--zones",
-        repo("zones/example.test.toml").to_str().unwrap(),
-        "--geoip",
-        repo(db).to_str().unwrap(),
-    ])
+    TestServer::example(&["--geoip", repo(db).to_str().unwrap()])
 }
 
 fn ips(m: &hickory_proto::op::Message) -> Vec<String> {

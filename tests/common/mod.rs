@@ -19,12 +19,28 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// A private copy of the shipped `zones/` directory. A serving geolb owns (locks and
+/// journals) the tenant maps of its zones, so servers running side by side need their
+/// own copies.
+pub fn example_zones() -> TempDir {
+    let dir = TempDir::new("example-zones");
+    for entry in std::fs::read_dir(repo("zones")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&path, dir.path(path.file_name().unwrap().to_str().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
 pub struct TestServer {
     child: Child,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub admin: Option<SocketAddr>,
     log: Arc<Mutex<String>>,
+    /// Directories removed only after the server has stopped.
+    keep: Vec<TempDir>,
 }
 
 impl TestServer {
@@ -88,7 +104,23 @@ impl TestServer {
             tcp: tcp.unwrap(),
             admin,
             log,
+            keep: Vec::new(),
         }
+    }
+
+    /// Keeps `dir` until the server has stopped.
+    pub fn keeping(mut self, dir: TempDir) -> TestServer {
+        self.keep.push(dir);
+        self
+    }
+
+    /// `start` on a private copy of the shipped example zones, followed by `args`.
+    pub fn example(args: &[&str]) -> TestServer {
+        let zones = example_zones();
+        let dir = zones.0.to_str().unwrap().to_string();
+        let mut all = vec!["--zones", &dir];
+        all.extend_from_slice(args);
+        TestServer::start(&all).keeping(zones)
     }
 
     pub fn pid(&self) -> u32 {
