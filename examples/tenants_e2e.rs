@@ -1,7 +1,8 @@
 //! End-to-end tenant figures from the real server, at 1,000 and 1,000,000 tenants:
-//! start-up time, resident memory, one API move (durable and served) and one health
-//! flip (an override that recompiles the pools), each as p50/p99, and tenant query
-//! throughput with `dnsperf` when it is installed.
+//! start-up time, resident memory, one API move (durable and served), one health flip
+//! (probe verdict to the answer that follows it) and one override flip (durable and
+//! served), each as p50/p99, and tenant query throughput with `dnsperf` when it is
+//! installed.
 //!
 //! Run: `cargo build --release && cargo run --release --example tenants_e2e -- [DIR]`.
 //! DIR (default: a temporary directory) holds the generated zone and tenant map; its
@@ -19,6 +20,9 @@ use geolb::admin_client::request;
 
 const MOVES: usize = 500;
 const FLIPS: usize = 200;
+const HEALTH_FLIPS: usize = 40;
+/// The TCP backend that site `a`'s health check probes.
+const BACKEND: &str = "127.0.3.1:18081";
 const DNSPERF_SECONDS: u32 = 10;
 
 fn main() {
@@ -47,6 +51,7 @@ struct Figures {
     rss_end_mib: f64,
     moves: Vec<Duration>,
     flips: Vec<Duration>,
+    health_flips: Vec<Duration>,
     dnsperf: Option<(f64, f64)>,
 }
 
@@ -78,7 +83,17 @@ impl Figures {
             both(&|f| format!("{} / {}", ms(pct(&f.moves, 0.5)), ms(pct(&f.moves, 0.99)))),
         );
         add(
-            "health flip, override PUT to 200 (published), p50 / p99",
+            "health flip, probe verdict to first changed answer, p50 / p99",
+            both(&|f| {
+                format!(
+                    "{} / {}",
+                    ms(pct(&f.health_flips, 0.5)),
+                    ms(pct(&f.health_flips, 0.99))
+                )
+            }),
+        );
+        add(
+            "override flip, PUT to 200 (durable and published), p50 / p99",
             both(&|f| format!("{} / {}", ms(pct(&f.flips, 0.5)), ms(pct(&f.flips, 0.99)))),
         );
         add(
@@ -108,7 +123,8 @@ fn write_files(dir: &Path, tenants: usize) -> PathBuf {
         &zone,
         "[zone]\norigin = \"app.test\"\nns = [\"ns1\"]\n\
          [[records]]\nname = \"ns1\"\ntype = \"A\"\ndata = \"192.0.2.53\"\n\
-         [sites.a]\naddresses = [\"192.0.2.1\"]\n[sites.b]\naddresses = [\"192.0.2.2\"]\n\
+         [checks.tcp]\nkind = \"tcp\"\naddress = \"127.0.3.1\"\nport = 18081\ninterval = \"100ms\"\ntimeout = \"50ms\"\nrise = 1\nfall = 1\n\
+         [sites.a]\naddresses = [\"192.0.2.1\"]\ncheck = \"tcp\"\n[sites.b]\naddresses = [\"192.0.2.2\"]\n\
          [sharding]\nshard_suffix = \"shard\"\ntenant_suffix = \"tenant\"\ntenants = \"app.tenants.toml\"\n\
          [shards.s1]\nsites = [\"a\", \"b\"]\npolicy = \"failover\"\n\
          [shards.s2]\nsites = [\"b\", \"a\"]\npolicy = \"failover\"\n",
@@ -249,6 +265,7 @@ fn put(admin: SocketAddr, path: &str, body: &serde_json::Value) -> Duration {
 
 fn run(binary: &Path, dir: &Path, tenants: usize) -> Figures {
     let zone = write_files(dir, tenants);
+    let mut backend = Some(std::net::TcpListener::bind(BACKEND).unwrap());
     let (server, startup) = start(binary, &zone);
     let pid = server.child.id();
     let rss_start_mib = rss_mib(pid);
@@ -272,6 +289,9 @@ fn run(binary: &Path, dir: &Path, tenants: usize) -> Figures {
             )
         })
         .collect();
+    let health_flips = (0..HEALTH_FLIPS)
+        .map(|_| health_flip(&server, &mut backend))
+        .collect();
     let dnsperf = dnsperf(&server, &dir.join("queries.txt"));
     let rss_end_mib = rss_mib(pid);
     drop(server);
@@ -281,8 +301,68 @@ fn run(binary: &Path, dir: &Path, tenants: usize) -> Figures {
         rss_end_mib,
         moves,
         flips,
+        health_flips,
         dnsperf,
     }
+}
+
+/// Stops (or starts) site `a`'s backend, polls shard s1's answer until it follows,
+/// and returns the time from the probe's verdict (its `since` on `/v1/health`) to the
+/// first query that got the new answer.
+fn health_flip(server: &Server, backend: &mut Option<std::net::TcpListener>) -> Duration {
+    let want = if backend.take().is_some() {
+        "192.0.2.2"
+    } else {
+        *backend = Some(std::net::TcpListener::bind(BACKEND).unwrap());
+        "192.0.2.1"
+    };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let query = s1_query();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let changed_at = loop {
+        assert!(Instant::now() < deadline, "shard s1 never answered {want}");
+        socket.send_to(&query, server.udp).unwrap();
+        let mut buf = [0u8; 512];
+        let Ok((len, _)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let now = std::time::SystemTime::now();
+        let ip: std::net::Ipv4Addr = want.parse().unwrap();
+        if len >= 4 && buf[len - 4..len] == ip.octets() {
+            break now;
+        }
+    };
+    let reply = request(
+        server.admin,
+        None,
+        "GET",
+        "/v1/health",
+        None,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let since = reply.body["zones"][0]["sites"][0]["probe"]["since"]
+        .as_f64()
+        .expect("site a has a probe");
+    let changed = changed_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    Duration::from_secs_f64((changed - since).max(0.0))
+}
+
+/// `s1.shard.app.test A`, by hand: one question, no EDNS.
+fn s1_query() -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["s1", "shard", "app", "test"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
 }
 
 /// q/s and server CPU µs per query over a bounded dnsperf run, if dnsperf exists.
