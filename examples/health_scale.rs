@@ -16,7 +16,11 @@
 //! their CPU time is not counted as the server's. Addresses are 127.20.x.y: all of
 //! 127/8 is loopback on Linux.
 //!
-//! Run: `cargo run --release --example health_scale -- [all|latency|cpu|swap]
+//! - `dnsperf`: the `swap` comparison against the real binary (`geolb serve`, built by
+//!   `cargo build --release`) with `dnsperf` over UDP and overrides through the admin
+//!   API, reporting dnsperf's q/s and the server's CPU time per query.
+//!
+//! Run: `cargo run --release --example health_scale -- [all|latency|cpu|swap|dnsperf]
 //! [--flips N] [--in-flight K] [--cpu-secs S] [--swap-secs S] [--rounds R] [--threads T]`.
 
 use std::collections::HashMap;
@@ -782,6 +786,208 @@ fn swap(secs: u64, rounds: usize, threads: usize) {
     );
 }
 
+// ---------------------------------------------------------------------------------
+// 3b. The same comparison against the real binary, with dnsperf over UDP.
+
+/// CPU time (user + system) of another process, from `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Duration {
+    unsafe extern "C" {
+        fn sysconf(name: i32) -> i64;
+    }
+    const SC_CLK_TCK: i32 = 2;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { sysconf(SC_CLK_TCK) }.max(1) as u64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let t = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_micros(t * 1_000_000 / ticks)
+}
+
+/// One admin API override, over a plain HTTP/1.1 connection.
+fn http_override(admin: SocketAddr, site: &str, state: &str) {
+    use std::io::Read;
+    let body = format!("{{\"state\": \"{state}\"}}");
+    let request = format!(
+        "PUT /v1/zones/{ZONE}/sites/{site}/override HTTP/1.1\r\nHost: {admin}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect to admin API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send override");
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "override: {reply}");
+}
+
+/// Runs dnsperf for `secs` against `port`; returns (queries completed, q/s).
+fn run_dnsperf(port: u16, queries: &Path, secs: u64) -> (u64, f64) {
+    let out = Command::new("dnsperf")
+        .args(["-s", "127.0.0.1", "-p", &port.to_string(), "-d"])
+        .arg(queries)
+        .args(["-l", &secs.to_string(), "-c", "2", "-T", "1", "-q", "200"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run dnsperf (is it installed?)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("dnsperf output has no {label:?}:\n{text}"))
+    };
+    (
+        field("Queries completed:") as u64,
+        field("Queries per second:"),
+    )
+}
+
+fn dnsperf(secs: u64, rounds: usize) {
+    let exe = std::env::current_exe().expect("current exe");
+    let geolb = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("geolb"))
+        .filter(|p| p.is_file())
+        .expect(
+            "the geolb binary next to the examples directory: run `cargo build --release` first",
+        );
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("temp dir");
+    let zones = dir.path().join("zones");
+    std::fs::create_dir_all(&zones).expect("zones dir");
+    std::fs::write(zones.join("scale.test.toml"), zone_text(None)).expect("write zone");
+    let queries = dir.path().join("queries.txt");
+    let text: String = (0..POOLS)
+        .map(|p| format!("{}.{ZONE} A\n", pool_name(p)))
+        .collect();
+    std::fs::write(&queries, text).expect("write queries");
+
+    let mut child = Command::new(geolb)
+        .arg("serve")
+        .arg("--zones")
+        .arg(&zones)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn geolb");
+    let pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut udp, mut admin) = (None, None);
+    while udp.is_none() || admin.is_none() {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("geolb exited before listening");
+        };
+        let mut words = line.split_whitespace().skip(1);
+        let (kind, addr) = (words.next(), words.next().and_then(|a| a.parse().ok()));
+        match kind {
+            Some("udp") => udp = addr,
+            Some("admin") => admin = addr,
+            _ => {}
+        }
+    }
+    let (udp, admin): (SocketAddr, SocketAddr) = (udp.expect("udp"), admin.expect("admin"));
+    println!(
+        "dnsperf: geolb pid {pid}, udp {udp}, load average at start {}",
+        loadavg()
+    );
+
+    // Per phase: dnsperf q/s, and server CPU microseconds per completed query.
+    let mut quiet: Vec<(f64, f64)> = Vec::new();
+    let mut swapping: Vec<(f64, f64)> = Vec::new();
+    let phase = |with_swaps: bool| -> (f64, f64, u32) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = with_swaps.then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let begun = Instant::now();
+                let mut k = 0u32;
+                while !stop.load(Ordering::Relaxed)
+                    && begun.elapsed() < Duration::from_secs(secs + 5)
+                {
+                    let site = site_name((k as usize / 2 * 7) % SITES);
+                    http_override(
+                        admin,
+                        &site,
+                        if k.is_multiple_of(2) { "down" } else { "auto" },
+                    );
+                    k += 1;
+                    let next = Duration::from_millis(100) * k;
+                    std::thread::sleep(next.saturating_sub(begun.elapsed()));
+                }
+                if k % 2 == 1 {
+                    let site = site_name(((k - 1) as usize / 2 * 7) % SITES);
+                    http_override(admin, &site, "auto");
+                }
+                k
+            })
+        });
+        let cpu0 = process_cpu(pid);
+        let (completed, qps) = run_dnsperf(udp.port(), &queries, secs);
+        let cpu = process_cpu(pid) - cpu0;
+        stop.store(true, Ordering::Relaxed);
+        let overrides = swapper.map_or(0, |s| s.join().expect("swapper"));
+        (qps, us(cpu) / completed.max(1) as f64, overrides)
+    };
+    for round in 0..rounds {
+        let (q, c, _) = phase(false);
+        quiet.push((q, c));
+        let (q, c, overrides) = phase(true);
+        swapping.push((q, c));
+        println!(
+            "dnsperf: round {round}: no swaps {:.0} q/s, {:.2} us server CPU/query; \
+             {overrides} overrides: {:.0} q/s, {:.2} us server CPU/query; load average {}",
+            quiet[round].0,
+            quiet[round].1,
+            swapping[round].0,
+            swapping[round].1,
+            loadavg()
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mean =
+        |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let median = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(f64::total_cmp);
+        pct(&x, 0.5)
+    };
+    let (q0, q1) = (mean(&quiet, |r| r.0), mean(&swapping, |r| r.0));
+    let (c0, c1) = (mean(&quiet, |r| r.1), mean(&swapping, |r| r.1));
+    println!(
+        "dnsperf: {secs} s phases x {rounds}, mean: no swaps {q0:.0} q/s ({c0:.2} us server CPU \
+         per query), 10 swaps/s {q1:.0} q/s ({:+.1}%, {c1:.2} us server CPU per query)",
+        100.0 * (q1 / q0 - 1.0)
+    );
+    let (q0, q1) = (median(&quiet, |r| r.0), median(&swapping, |r| r.0));
+    let (c0, c1) = (median(&quiet, |r| r.1), median(&swapping, |r| r.1));
+    println!(
+        "dnsperf: median: no swaps {q0:.0} q/s ({c0:.2} us server CPU per query), \
+         10 swaps/s {q1:.0} q/s ({:+.1}%, {c1:.2} us server CPU per query)",
+        100.0 * (q1 / q0 - 1.0)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("backends") {
@@ -816,11 +1022,12 @@ fn main() {
         "latency" => latency(flips, in_flight),
         "cpu" => cpu(cpu_secs),
         "swap" => swap(swap_secs, rounds, threads),
+        "dnsperf" => dnsperf(swap_secs, rounds),
         "all" => {
             cpu(cpu_secs);
             latency(flips, in_flight);
             swap(swap_secs, rounds, threads);
         }
-        other => panic!("unknown mode {other}: all, latency, cpu or swap"),
+        other => panic!("unknown mode {other}: all, latency, cpu, swap or dnsperf"),
     }
 }
