@@ -1,7 +1,7 @@
 //! Health checks at scale: 1,000 sites, each probed over TCP on its own loopback
 //! address, served from the library (`app::load`, `app::start`) in this process.
 //!
-//! Three measurements, each bounded in count and time:
+//! Four measurements, each bounded in count and time (`all` runs the first three):
 //!
 //! - `latency`: flips backends down and up and times, per flip, the probe's verdict
 //!   (the `since` instant the probe task stamps on the health board just before it
@@ -11,14 +11,13 @@
 //! - `cpu`: process CPU time of probing 1,000 sites every second, every backend up.
 //! - `swap`: `dns::respond` throughput on in-process threads, with no snapshot swaps
 //!   and with 10 swaps a second (operator overrides through `Control::set_override`).
+//! - `dnsperf`: the `swap` comparison against the real binary (`geolb serve`, built by
+//!   `cargo build --release`) with `dnsperf` over UDP and overrides through the admin
+//!   API, reporting dnsperf's q/s and the server's CPU time per query.
 //!
 //! The backends run in a child process (this same binary, `backends` mode), so that
 //! their CPU time is not counted as the server's. Addresses are 127.20.x.y: all of
 //! 127/8 is loopback on Linux.
-//!
-//! - `dnsperf`: the `swap` comparison against the real binary (`geolb serve`, built by
-//!   `cargo build --release`) with `dnsperf` over UDP and overrides through the admin
-//!   API, reporting dnsperf's q/s and the server's CPU time per query.
 //!
 //! Run: `cargo run --release --example health_scale -- [all|latency|cpu|swap|dnsperf]
 //! [--flips N] [--in-flight K] [--cpu-secs S] [--swap-secs S] [--rounds R] [--threads T]`.
