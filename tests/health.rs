@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use common::*;
 use hickory_proto::op::ResponseCode;
@@ -326,4 +326,105 @@ fn answers_are_never_a_mix_while_sites_flap() {
     }
     flipper.join().unwrap();
     assert_eq!(seen.len(), 2, "both sets were seen over {n} queries");
+}
+
+/// An HTTPS backend with a self-signed certificate for `backend.test`, answering 200.
+fn tls_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["backend.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.44:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop2.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(tcp) = conn else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                    .ok();
+                let Ok(tls) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut stream = rustls::StreamOwned::new(tls, tcp);
+                let mut buf = [0u8; 2048];
+                // A client that rejects the certificate ends the handshake here.
+                if stream.read(&mut buf).is_ok() {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    );
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
+                }
+            });
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn https_checks_verify_certificates_unless_told_not_to() {
+    let (backend, stop) = tls_backend();
+    let dir = TempDir::new("https");
+    let check = |name: &str, extra: &str| {
+        format!(
+            "[checks.{name}]\nkind = \"https\"\naddress = \"{}\"\nport = {}\nhost = \"backend.test\"\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 1\n{extra}",
+            backend.ip(),
+            backend.port()
+        )
+    };
+    let text = format!(
+        "[zone]\norigin = \"hc.test\"\nns = [\"ns1\"]\n{}{}\
+         [sites.strict]\naddresses = [\"192.0.2.1\"]\ncheck = \"strict\"\n\
+         [sites.lax]\naddresses = [\"192.0.2.2\"]\ncheck = \"lax\"\n\
+         [pools.web]\nnames = [\"web\"]\nsites = [\"strict\", \"lax\"]\npolicy = \"failover\"\nanswers = 2\n",
+        check("strict", ""),
+        check("lax", "insecure = true\n"),
+    );
+    let z = dir.write("hc.test.toml", &text);
+    let s = TestServer::start(&["--zones", z.to_str().unwrap(), "--admin", "127.0.0.1:0"]);
+    // The self-signed certificate fails verification; the opted-out check passes.
+    poll("only the insecure check passes", || {
+        set(&s, "web.hc.test.") == ips(&["192.0.2.2"])
+    });
+    let (_, body) = http(s.admin.unwrap(), "GET", "/v1/health", None, None);
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let site = |name: &str| {
+        health["zones"][0]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(site("strict")["probe"]["health"], "down", "{body}");
+    let reason = site("strict")["probe"]["last_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(reason.contains("certificate"), "{reason}");
+    assert_eq!(site("lax")["probe"]["health"], "up", "{body}");
+    assert_eq!(site("lax")["probe"]["last_ok"], true, "{body}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
 }
