@@ -115,6 +115,19 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
+/// Parses a JSON body, or answers 400 saying what was wrong and what was expected.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|err| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed body: {err} (expected {expected})"),
+        ))
+    })
+}
+
 fn control_error(err: ControlError) -> Response {
     let status = match &err {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -212,17 +225,11 @@ async fn set_override(
     Path((zone, site)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let body: OverrideBody = match serde_json::from_slice(&body) {
-        Ok(body) => body,
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "malformed body: {err} (expected {{\"state\": \"up\" | \"down\" | \"drain\" | \"auto\"}})"
-                ),
-            );
-        }
-    };
+    let body: OverrideBody =
+        match parse_body(&body, r#"{"state": "up" | "down" | "drain" | "auto"}"#) {
+            Ok(body) => body,
+            Err(response) => return *response,
+        };
     let state = match body.state.as_str() {
         "up" => Some(Override::Up),
         "down" => Some(Override::Down),
@@ -348,14 +355,9 @@ async fn put_tenant(
     Path((zone, tenant)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let body: TenantBody = match serde_json::from_slice(&body) {
+    let body: TenantBody = match parse_body(&body, r#"{"shard": "NAME"}"#) {
         Ok(body) => body,
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("malformed body: {err} (expected {{\"shard\": \"NAME\"}})"),
-            );
-        }
+        Err(response) => return *response,
     };
     let changes = vec![(tenant.into_boxed_str(), Some(body.shard.into_boxed_str()))];
     match ctx.control.change_tenants(&zone, changes).await {
@@ -418,16 +420,12 @@ struct BatchChange {
 
 /// Many changes as one atomic, durable batch: all of them are served, or none.
 async fn change_tenants(State(ctx): State<Ctx>, Path(zone): Path<String>, body: Bytes) -> Response {
-    let body: BatchBody = match serde_json::from_slice(&body) {
+    let body: BatchBody = match parse_body(
+        &body,
+        r#"{"changes": [{"tenant": "NAME", "shard": "NAME" or null}, ...]}"#,
+    ) {
         Ok(body) => body,
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "malformed body: {err} (expected {{\"changes\": [{{\"tenant\": \"NAME\", \"shard\": \"NAME\" or null}}, ...]}})"
-                ),
-            );
-        }
+        Err(response) => return *response,
     };
     let changes = body
         .changes

@@ -372,11 +372,7 @@ impl TenantStore {
         if changes.is_empty() {
             return Ok(self.current());
         }
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::Apply { changes, reply })
-            .map_err(|_| self.stopped())?;
-        answer.await.map_err(|_| self.stopped())?
+        self.ask(|reply| Msg::Apply { changes, reply }).await
     }
 
     /// Like [`TenantStore::apply`], with shards given by name (`None` deletes).
@@ -395,10 +391,16 @@ impl TenantStore {
         if changes.is_empty() {
             return Ok(self.current());
         }
+        self.ask(|reply| Msg::ApplyNamed { changes, reply }).await
+    }
+
+    /// Sends the writer a message carrying a reply channel and waits for the reply.
+    async fn ask<T>(
+        &self,
+        message: impl FnOnce(oneshot::Sender<Result<T, TenantStoreError>>) -> Msg,
+    ) -> Result<T, TenantStoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::ApplyNamed { changes, reply })
-            .map_err(|_| self.stopped())?;
+        self.tx.send(message(reply)).map_err(|_| self.stopped())?;
         answer.await.map_err(|_| self.stopped())?
     }
 
@@ -407,11 +409,7 @@ impl TenantStore {
     /// most changes made since. Fails with [`TenantStoreError::MapChangedOnDisk`] if
     /// the map was edited by hand and not reloaded yet.
     pub async fn compact_now(&self) -> Result<(), TenantStoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Msg::CompactNow { reply })
-            .map_err(|_| self.stopped())?;
-        answer.await.map_err(|_| self.stopped())?
+        self.ask(|reply| Msg::CompactNow { reply }).await
     }
 
     /// Re-reads the map file after a hand edit and returns the new current table.
