@@ -565,3 +565,55 @@ fn fuzz_seed_corpus() {
     }
     assert!(n > 0, "no seeds in {}", corpus.display());
 }
+
+mod common;
+
+/// A burst of datagrams from one client reaches the server's batched receive several at
+/// a time; every query must get its own reply (the fast path's and the reference
+/// path's alike), each to the right ID.
+#[test]
+fn udp_burst_gets_every_reply() {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    let zones = repo("zones/example.test.toml");
+    let geoip = repo("geoip/demo.mmdb");
+    let s = common::TestServer::start(&[
+        "--zones",
+        zones.to_str().unwrap(),
+        "--geoip",
+        geoip.to_str().unwrap(),
+    ]);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Rounds of 50, so that the client's own receive buffer never overflows.
+    let mut waiting: HashSet<u16> = HashSet::new();
+    for round in 0..6u16 {
+        for id in round * 50..(round + 1) * 50 {
+            // A and AAAA take the fast path; MX and TXT the reference path.
+            let qtype = [1u16, 28, 15, 16][usize::from(id % 4)];
+            let mut bytes = query("example.test", qtype, None);
+            bytes[..2].copy_from_slice(&id.to_be_bytes());
+            socket.send_to(&bytes, s.udp).unwrap();
+            waiting.insert(id);
+        }
+        let deadline = Instant::now() + common::DEADLINE;
+        let mut buf = [0u8; 2048];
+        while !waiting.is_empty() && Instant::now() < deadline {
+            let Ok((len, _)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let reply = hickory_proto::op::Message::from_vec(&buf[..len]).unwrap();
+            assert_eq!(
+                reply.metadata.response_code,
+                hickory_proto::op::ResponseCode::NoError
+            );
+            let id = reply.metadata.id;
+            assert!(!reply.answers.is_empty(), "no answer for ID {id}");
+            waiting.remove(&id);
+        }
+        assert!(waiting.is_empty(), "{} queries got no reply", waiting.len());
+    }
+}
