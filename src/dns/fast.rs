@@ -18,6 +18,9 @@
 //! Invariant: no allocation, no lock, no panic on input; a decline leaves nothing behind
 //! but a policy step (a round-robin turn or a weighted draw) that `respond` takes again.
 
+// A packet reaches everything here: no unwrap, no expect.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::IpAddr;
 
 use hickory_proto::rr::rdata::SOA;

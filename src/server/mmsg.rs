@@ -8,6 +8,9 @@
 //! `exchange` per datagram (query bytes and peer in, reply written into a slot), then
 //! `send`.
 
+// A packet reaches everything here: no unwrap, no expect.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};

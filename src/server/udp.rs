@@ -10,6 +10,9 @@
 //! The threads are not runtime tasks: a blocking socket per thread costs no wakeups
 //! through a shared scheduler, which is most of a query's cost at this level.
 
+// A packet reaches everything here: no unwrap, no expect.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
