@@ -80,6 +80,12 @@ pub fn fast_respond(
         w.opt(&edns, outcome.scope)?;
     }
     let len = w.pos;
+    write_header(&mut w, &question, &outcome)?;
+    Some(len)
+}
+
+/// The header, once the sections are written and counted.
+fn write_header(w: &mut Writer<'_>, question: &Question<'_>, outcome: &Outcome) -> Option<()> {
     let header = w.buf.get_mut(..12)?;
     header[..2].copy_from_slice(&question.id.to_be_bytes());
     // QR, opcode QUERY, AA (every answer here is from our zone), RD copied; RA and AD
@@ -91,7 +97,7 @@ pub fn fast_respond(
     header[8..10].copy_from_slice(&w.authority.to_be_bytes());
     let additional = u16::from(question.edns.is_some());
     header[10..12].copy_from_slice(&additional.to_be_bytes());
-    Some(len)
+    Some(())
 }
 
 /// A question the fast path takes, read from the datagram.
