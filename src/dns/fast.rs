@@ -503,9 +503,10 @@ enum Rdata<'a> {
 struct Writer<'o> {
     buf: &'o mut [u8],
     pos: usize,
-    /// Where each compression target starts; the name it stands for is read back from
-    /// the buffer (following pointers), which is the name hickory-proto stored for it.
-    pointers: [u16; MAX_POINTERS],
+    /// Each compression target: where it starts, and the length of the name it stands
+    /// for uncompressed (without the root). The name itself is read back from the buffer
+    /// (following pointers): that is the name hickory-proto stored for it.
+    pointers: [(u16, u16); MAX_POINTERS],
     n_pointers: usize,
     n_names: usize,
     answers: u16,
@@ -517,7 +518,7 @@ impl<'o> Writer<'o> {
         Writer {
             buf,
             pos: 0,
-            pointers: [0; MAX_POINTERS],
+            pointers: [(0, 0); MAX_POINTERS],
             n_pointers: 0,
             n_names: 0,
             answers: 0,
@@ -559,19 +560,22 @@ impl<'o> Writer<'o> {
         let end = self.pos;
         for &start in starts.get(..n)? {
             let suffix = self.buf.get(usize::from(start)..end)?;
+            let suffix_len = u16::try_from(suffix.len()).ok()?;
+            // Names of another length cannot match: comparing lengths first skips
+            // nearly every candidate.
             let found = self
                 .pointers
                 .get(..self.n_pointers)?
                 .iter()
-                .copied()
-                .find(|&p| same_name(self.buf, usize::from(p), suffix));
+                .find(|&&(p, len)| len == suffix_len && same_name(self.buf, usize::from(p), suffix))
+                .map(|&(p, _)| p);
             if let Some(target) = found {
                 self.pos = usize::from(start);
                 return self.u16(0xc000 | target);
             }
             // hickory-proto stores a target only while the message is below 0x3fff.
             if self.n_pointers < MAX_POINTERS && end < 0x3fff {
-                self.pointers[self.n_pointers] = start;
+                self.pointers[self.n_pointers] = (start, suffix_len);
                 self.n_pointers += 1;
             }
         }
