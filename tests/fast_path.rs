@@ -518,6 +518,9 @@ fn fast_path_answers_the_common_shapes() {
         ("nobody.tenant.cn.test", 1, None),
         ("acme.tenant.ad.test", 1, Some((false, ecs_v4))),
         ("stranger.tenant.ad.test", 28, None),
+        ("x.apps.example.test", 1, None),
+        ("Any.Wild.core.test", 1, Some((false, &[]))),
+        ("deeper.any.wild.core.test", 28, None),
     ];
     let src: IpAddr = "127.0.3.9".parse().unwrap();
     for (name, qtype, edns) in shapes {

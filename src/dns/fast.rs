@@ -4,9 +4,9 @@
 //! It handles one question of class IN and type A or AAAA, opcode QUERY, with or without
 //! an OPT record of version 0 (payload size, the DO bit, one well-formed ECS option,
 //! cookies and padding), and the answers that are pool addresses, static addresses,
-//! CNAMEs (static and tenant) followed within the zone, NODATA and NXDOMAIN.
+//! CNAMEs (static and tenant) followed within the zone, wildcards, NODATA and NXDOMAIN.
 //! For anything else, or at any doubt (a reply that would need truncation, a name it
-//! would not copy verbatim, a malformed option, a referral, a wildcard), it declines and
+//! would not copy verbatim, a malformed option, a referral), it declines and
 //! the caller uses `respond`, which stays the reference: for every message, the fast
 //! path writes exactly the bytes `respond` would, or declines.
 //!
@@ -29,7 +29,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::lookup::{self, Client, MAX_CNAME_CHAIN};
 use super::{Ecs, MAX_UDP_PAYLOAD};
 use crate::model::TenantAnswer;
-use crate::snapshot::{Snapshot, ZoneSnap};
+use crate::snapshot::{Node, Snapshot, ZoneSnap};
 
 const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
@@ -298,8 +298,8 @@ impl<'a> Owner<'a> {
 }
 
 /// Writes the answer and authority sections, replaying `lookup::lookup` for A and AAAA:
-/// the same walk, with the zone's helpers, declining where it would refer, synthesize
-/// from a wildcard, or leave the shapes above.
+/// the same walk, with the zone's helpers, declining where it would refer or leave the
+/// shapes above.
 fn answer(
     snapshot: &Snapshot,
     zone: &ZoneSnap,
@@ -350,34 +350,7 @@ fn step<'z>(
         return None;
     }
     if let Some(node) = z.nodes.get(key) {
-        if let Some(cname) = node.rrset(RecordType::CNAME) {
-            for record in cname {
-                let RData::CNAME(target) = &record.data else {
-                    return None;
-                };
-                w.record(owner, TYPE_CNAME, record.ttl, Rdata::Name(&target.0))?;
-            }
-            return match cname.first().map(|r| &r.data) {
-                Some(RData::CNAME(target)) => Some(Step::Follow(&target.0)),
-                _ => Some(Step::Done(0)),
-            };
-        }
-        if let Some(pool) = node.pool {
-            return pool_answer(snapshot, zone, pool, owner, v4, client, u32::MAX, scope, w);
-        }
-        let rtype = if v4 { RecordType::A } else { RecordType::AAAA };
-        let Some(records) = node.rrset(rtype) else {
-            return negative(z, 0, w);
-        };
-        for record in records {
-            let rdata = match &record.data {
-                RData::A(a) => Rdata::Addr(IpAddr::V4(a.0)),
-                RData::AAAA(aaaa) => Rdata::Addr(IpAddr::V6(aaaa.0)),
-                _ => return None,
-            };
-            w.record(owner, u16::from(rtype), record.ttl, rdata)?;
-        }
-        return Some(Step::Done(0));
+        return node_answer(snapshot, zone, node, owner, v4, client, scope, w);
     }
     if let Some(shard) = lookup::tenant_shard(zone, key) {
         let sharding = z.sharding.as_ref()?;
@@ -396,10 +369,58 @@ fn step<'z>(
             }
         };
     }
-    if z.has_wildcards && lookup::find_wildcard(z, key).is_some() {
-        return None;
+    // RFC 4592: the wildcard's records, with the question's name as owner.
+    if z.has_wildcards
+        && let Some(node) = lookup::find_wildcard(z, key)
+    {
+        return node_answer(snapshot, zone, node, owner, v4, client, scope, w);
     }
     negative(z, RCODE_NXDOMAIN, w)
+}
+
+/// The records of an existing name (or of the wildcard that covers it), as
+/// `lookup::answer_node` gives them for A and AAAA: its CNAME, else its pool, else its
+/// static addresses, else NODATA.
+#[allow(clippy::too_many_arguments)]
+fn node_answer<'z>(
+    snapshot: &Snapshot,
+    zone: &'z ZoneSnap,
+    node: &'z Node,
+    owner: Owner<'_>,
+    v4: bool,
+    client: &Client,
+    scope: &mut u8,
+    w: &mut Writer<'_>,
+) -> Option<Step<'z>> {
+    let z = &zone.zone;
+    if let Some(cname) = node.rrset(RecordType::CNAME) {
+        for record in cname {
+            let RData::CNAME(target) = &record.data else {
+                return None;
+            };
+            w.record(owner, TYPE_CNAME, record.ttl, Rdata::Name(&target.0))?;
+        }
+        return match cname.first().map(|r| &r.data) {
+            Some(RData::CNAME(target)) => Some(Step::Follow(&target.0)),
+            _ => Some(Step::Done(0)),
+        };
+    }
+    if let Some(pool) = node.pool {
+        return pool_answer(snapshot, zone, pool, owner, v4, client, u32::MAX, scope, w);
+    }
+    let rtype = if v4 { RecordType::A } else { RecordType::AAAA };
+    let Some(records) = node.rrset(rtype) else {
+        return negative(z, 0, w);
+    };
+    for record in records {
+        let rdata = match &record.data {
+            RData::A(a) => Rdata::Addr(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Rdata::Addr(IpAddr::V6(aaaa.0)),
+            _ => return None,
+        };
+        w.record(owner, u16::from(rtype), record.ttl, rdata)?;
+    }
+    Some(Step::Done(0))
 }
 
 /// A pool's addresses (TTLs capped at `ttl_cap`), or NODATA when it has none.
