@@ -521,6 +521,7 @@ fn fast_path_answers_the_common_shapes() {
         ("x.apps.example.test", 1, None),
         ("Any.Wild.core.test", 1, Some((false, &[]))),
         ("deeper.any.wild.core.test", 28, None),
+        ("www.example.net", 1, Some((false, ecs_v4))),
     ];
     let src: IpAddr = "127.0.3.9".parse().unwrap();
     for (name, qtype, edns) in shapes {

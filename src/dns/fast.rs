@@ -4,7 +4,8 @@
 //! It handles one question of class IN and type A or AAAA, opcode QUERY, with or without
 //! an OPT record of version 0 (payload size, the DO bit, one well-formed ECS option,
 //! cookies and padding), and the answers that are pool addresses, static addresses,
-//! CNAMEs (static and tenant) followed within the zone, wildcards, NODATA and NXDOMAIN.
+//! CNAMEs (static and tenant) followed within the zone, wildcards, NODATA, NXDOMAIN,
+//! and REFUSED for names outside our zones.
 //! For anything else, or at any doubt (a reply that would need truncation, a name it
 //! would not copy verbatim, a malformed option, a referral), it declines and
 //! the caller uses `respond`, which stays the reference: for every message, the fast
@@ -38,6 +39,7 @@ const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
 const CLASS_IN: u16 = 1;
 const RCODE_NXDOMAIN: u8 = 3;
+const RCODE_REFUSED: u8 = 5;
 
 /// EDNS option codes (RFC 6891 registry): client subnet (RFC 7871), cookie (RFC 7873),
 /// padding (RFC 7830). hickory-proto keeps the last two as opaque bytes, as we do.
@@ -63,7 +65,6 @@ pub fn fast_respond(
     out: &mut [u8],
 ) -> Option<usize> {
     let question = parse(query)?;
-    let zone = snapshot.find_zone(question.key())?;
     let client = Client::new(src, question.edns.and_then(|e| e.ecs));
     let limit = match question.edns {
         Some(edns) => edns.payload.clamp(512, MAX_UDP_PAYLOAD),
@@ -75,7 +76,15 @@ pub fn fast_respond(
     w.name(Labels::wire(question.qname))?;
     w.u16(question.qtype)?;
     w.u16(CLASS_IN)?;
-    let outcome = answer(snapshot, zone, &question, &client, &mut w)?;
+    let outcome = match snapshot.find_zone(question.key()) {
+        Some(zone) => answer(snapshot, zone, &question, &client, &mut w)?,
+        // Not ours: REFUSED, not authoritative, nothing but the question (and OPT).
+        None => Outcome {
+            rcode: RCODE_REFUSED,
+            authoritative: false,
+            scope: 0,
+        },
+    };
     if let Some(edns) = question.edns {
         w.opt(&edns, outcome.scope)?;
     }
@@ -88,9 +97,10 @@ pub fn fast_respond(
 fn write_header(w: &mut Writer<'_>, question: &Question<'_>, outcome: &Outcome) -> Option<()> {
     let header = w.buf.get_mut(..12)?;
     header[..2].copy_from_slice(&question.id.to_be_bytes());
-    // QR, opcode QUERY, AA (every answer here is from our zone), RD copied; RA and AD
-    // clear, CD copied, as `respond` does.
-    header[2] = 0x80 | 0x04 | (question.flags[0] & 0x01);
+    // QR, opcode QUERY, AA for answers from our zones, RD copied; RA and AD clear, CD
+    // copied, as `respond` does.
+    let aa = if outcome.authoritative { 0x04 } else { 0 };
+    header[2] = 0x80 | aa | (question.flags[0] & 0x01);
     header[3] = (question.flags[1] & 0x10) | outcome.rcode;
     header[4..6].copy_from_slice(&1u16.to_be_bytes());
     header[6..8].copy_from_slice(&w.answers.to_be_bytes());
@@ -275,10 +285,22 @@ fn read_ecs(data: &[u8]) -> Option<Ecs> {
     })
 }
 
-/// The rcode and the ECS scope of a written answer.
+/// The rcode, AA bit and ECS scope of a written answer.
 struct Outcome {
     rcode: u8,
+    authoritative: bool,
     scope: u8,
+}
+
+impl Outcome {
+    /// An answer from one of our zones: authoritative (referrals are declined).
+    fn ours(rcode: u8, scope: u8) -> Outcome {
+        Outcome {
+            rcode,
+            authoritative: true,
+            scope,
+        }
+    }
 }
 
 /// The owner of the records being written: the question's spelling, or a CNAME target.
@@ -315,18 +337,18 @@ fn answer(
     let mut scope = 0u8;
     for _ in 0..MAX_CNAME_CHAIN {
         let target = match step(snapshot, zone, key, owner, v4, client, &mut scope, w)? {
-            Step::Done(rcode) => return Some(Outcome { rcode, scope }),
+            Step::Done(rcode) => return Some(Outcome::ours(rcode, scope)),
             Step::Follow(target) => target,
         };
         // Chase only within this zone, as `lookup` does.
         let len = name_key(target, &mut key_buf)?;
         key = key_buf.get(..len)?;
         if snapshot.find_zone(key).map(|t| &t.zone.origin_key) != Some(&z.origin_key) {
-            return Some(Outcome { rcode: 0, scope });
+            return Some(Outcome::ours(0, scope));
         }
         owner = Owner::Name(target);
     }
-    Some(Outcome { rcode: 0, scope })
+    Some(Outcome::ours(0, scope))
 }
 
 enum Step<'z> {
