@@ -4,7 +4,7 @@
 //! DNS outcomes (NXDOMAIN, NODATA, REFUSED) are values in `Answer`, not errors.
 
 use std::cell::OnceCell;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO};
@@ -14,11 +14,11 @@ use super::{Ecs, with_owner};
 use crate::geo::Located;
 use crate::model::{Policy, PoolIdx};
 use crate::policy::{self, ClientPlace, Picks};
-use crate::snapshot::{Node, Snapshot, StaticZone, ZoneSnap, parent_key, wire_key};
+use crate::snapshot::{Node, SiteSnap, Snapshot, StaticZone, ZoneSnap, parent_key, wire_key};
 use crate::tenants::ShardIdx;
 
 /// The most CNAMEs followed within our zones for one question.
-const MAX_CNAME_CHAIN: usize = 8;
+pub(crate) const MAX_CNAME_CHAIN: usize = 8;
 
 /// Who asks: the address the answer is tailored to (the ECS address when the query
 /// carries a usable one, else the source address), and the geo lookup, done at most
@@ -48,7 +48,7 @@ impl Client {
         }
     }
 
-    fn locate(&self, snapshot: &Snapshot) -> &Located {
+    pub(crate) fn locate(&self, snapshot: &Snapshot) -> &Located {
         self.located.get_or_init(|| match &snapshot.geo {
             Some(db) => db.lookup(self.addr),
             // Without a database nothing is known, for the whole address space.
@@ -155,7 +155,7 @@ fn step(
 }
 
 /// The topmost zone cut at or above `key` (below the apex), if any.
-fn find_cut<'z>(zone: &'z StaticZone, key: &'z [u8]) -> Option<&'z [u8]> {
+pub(crate) fn find_cut<'z>(zone: &'z StaticZone, key: &'z [u8]) -> Option<&'z [u8]> {
     let mut cut = None;
     let mut current = key;
     while current.len() > zone.origin_key.len() {
@@ -190,14 +190,17 @@ fn referral(zone: &StaticZone, cut: &[u8], answer: &mut Answer) {
 
 /// RFC 4592 section 3.3.1: the closest encloser is the longest existing ancestor; the
 /// source of synthesis is `*.<closest encloser>`.
-fn find_wildcard<'z>(zone: &'z StaticZone, key: &[u8]) -> Option<&'z Node> {
+pub(crate) fn find_wildcard<'z>(zone: &'z StaticZone, key: &[u8]) -> Option<&'z Node> {
     let mut current = parent_key(key)?;
     loop {
         if zone.nodes.contains_key(current) {
-            let mut wildcard = Vec::with_capacity(current.len() + 2);
-            wildcard.extend_from_slice(b"\x01*");
-            wildcard.extend_from_slice(current);
-            return zone.nodes.get(&*wildcard);
+            // On the stack: a key is at most 255 bytes, so `*.` plus it fits in 257.
+            let mut wildcard = [0u8; 257];
+            let len = current.len() + 2;
+            let buf = wildcard.get_mut(..len)?;
+            buf[..2].copy_from_slice(b"\x01*");
+            buf[2..].copy_from_slice(current);
+            return zone.nodes.get(&*buf);
         }
         if current.len() <= zone.origin_key.len() {
             return None;
@@ -278,20 +281,70 @@ fn answer_pool(
     client: &Client,
     answer: &mut Answer,
 ) -> bool {
-    let z = &zone.zone;
-    let (Some(def), Some(pool)) = (
-        z.pools.get(usize::from(pool_idx)),
-        zone.pools.pools.get(usize::from(pool_idx)),
-    ) else {
+    let Some(pick) = pick_pool(snapshot, zone, pool_idx, qtype == RecordType::A, client) else {
         return false;
     };
-    let cands = if qtype == RecordType::A {
-        &pool.v4
-    } else {
-        &pool.v6
-    };
+    answer.widen_scope(pick.scope);
+    let before = answer.answers.len();
+    for ip in pick.addresses() {
+        let rdata = match ip {
+            IpAddr::V4(v4) => RData::A(A(v4)),
+            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        };
+        answer
+            .answers
+            .push(Record::from_rdata(owner.clone(), pick.ttl, rdata));
+    }
+    answer.answers.len() > before
+}
+
+/// The sites a pool picked for one client and one family: the one place that applies
+/// the policies, shared by `lookup` and the wire fast path.
+pub(crate) struct PoolPick<'z> {
+    picks: Picks,
+    sites: &'z [SiteSnap],
+    want: usize,
+    v4: bool,
+    /// The pool's TTL.
+    pub ttl: u32,
+    /// The ECS scope prefix the pick depends on (0 when it does not depend on the client).
+    pub scope: u8,
+}
+
+impl PoolPick<'_> {
+    /// The addresses to answer, best first, at most the pool's `answers`.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self.v4;
+        self.picks
+            .as_slice()
+            .iter()
+            .filter_map(|&site| self.sites.get(usize::from(site)))
+            .flat_map(move |site| {
+                let (v4s, v6s): (&[Ipv4Addr], &[Ipv6Addr]) =
+                    if v4 { (&site.v4, &[]) } else { (&[], &site.v6) };
+                let v4s = v4s.iter().map(|ip| IpAddr::V4(*ip));
+                v4s.chain(v6s.iter().map(|ip| IpAddr::V6(*ip)))
+            })
+            .take(self.want)
+    }
+}
+
+/// Applies a pool's policy for `client`, over its candidates of one family (`v4`: A,
+/// else AAAA). `None` when the pool does not exist.
+pub(crate) fn pick_pool<'z>(
+    snapshot: &Snapshot,
+    zone: &'z ZoneSnap,
+    pool_idx: PoolIdx,
+    v4: bool,
+    client: &Client,
+) -> Option<PoolPick<'z>> {
+    let z = &zone.zone;
+    let def = z.pools.get(usize::from(pool_idx))?;
+    let pool = zone.pools.pools.get(usize::from(pool_idx))?;
+    let cands = if v4 { &pool.v4 } else { &pool.v6 };
     let mut picks = Picks::default();
     let want = def.answers;
+    let mut scope = 0;
     match def.policy {
         Policy::Geo => {
             let located = client.locate(snapshot);
@@ -302,7 +355,7 @@ fn answer_pool(
             });
             policy::geo::order(cands, &z.facts, place.as_ref(), want, &mut picks);
             // RFC 7871 section 7.2.1: the answer holds for the whole GeoIP network.
-            answer.widen_scope(located.prefix_len);
+            scope = located.prefix_len;
         }
         Policy::Weighted => policy::weighted::order(cands, &z.facts, want, &mut picks),
         Policy::RoundRobin => policy::round_robin::order(cands, &pool.rotation, want, &mut picks),
@@ -310,45 +363,25 @@ fn answer_pool(
         Policy::Hash => {
             let key = policy::hash::client_key(client.addr);
             policy::hash::order(cands, &z.facts, key, want, &mut picks);
-            answer.widen_scope(match client.addr {
+            scope = match client.addr {
                 IpAddr::V4(_) => policy::hash::V4_PREFIX,
                 IpAddr::V6(_) => policy::hash::V6_PREFIX,
-            });
+            };
         }
     }
-    let before = answer.answers.len();
-    'sites: for &site in picks.as_slice() {
-        let Some(site) = z.sites.get(usize::from(site)) else {
-            continue;
-        };
-        if qtype == RecordType::A {
-            for ip in site.v4.iter() {
-                if answer.answers.len() - before >= want {
-                    break 'sites;
-                }
-                answer
-                    .answers
-                    .push(Record::from_rdata(owner.clone(), def.ttl, RData::A(A(*ip))));
-            }
-        } else {
-            for ip in site.v6.iter() {
-                if answer.answers.len() - before >= want {
-                    break 'sites;
-                }
-                answer.answers.push(Record::from_rdata(
-                    owner.clone(),
-                    def.ttl,
-                    RData::AAAA(AAAA(*ip)),
-                ));
-            }
-        }
-    }
-    answer.answers.len() > before
+    Some(PoolPick {
+        picks,
+        sites: &z.sites,
+        want,
+        v4,
+        ttl: def.ttl,
+        scope,
+    })
 }
 
 /// The shard of a tenant name (`<tenant>.<tenant_suffix>`), or of the default shard
 /// for unknown tenants when one is configured.
-fn tenant_shard(zone: &ZoneSnap, key: &[u8]) -> Option<ShardIdx> {
+pub(crate) fn tenant_shard(zone: &ZoneSnap, key: &[u8]) -> Option<ShardIdx> {
     let sharding = zone.zone.sharding.as_ref()?;
     let label_len = usize::from(*key.first()?);
     if parent_key(key)? != &*sharding.tenant_suffix_key {

@@ -6,6 +6,7 @@
 //! transport): the front ends in `server` only move bytes.
 //! Invariant: nothing here awaits, locks, logs above `trace`, or panics on input.
 
+pub mod fast;
 pub mod lookup;
 pub mod wire;
 
@@ -17,6 +18,7 @@ use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::snapshot::Snapshot;
+pub use fast::fast_respond;
 pub use lookup::{Answer, Client};
 
 /// The transport a message came over: UDP answers are limited in size.

@@ -48,6 +48,19 @@ fn seed() -> u64 {
     hasher.finish() | 1
 }
 
+/// The calling thread's generator state. With `set_rng_state`, a test can replay one
+/// query on two answer paths (`respond` and the wire fast path) and compare the bytes.
+#[doc(hidden)]
+pub fn rng_state() -> u64 {
+    RNG.with(Cell::get)
+}
+
+/// Restores a state from `rng_state` (a zero state would stick at zero, so it becomes 1).
+#[doc(hidden)]
+pub fn set_rng_state(state: u64) {
+    RNG.with(|rng| rng.set(state.max(1)));
+}
+
 /// xorshift64*: fast, per thread, and good enough to spread load; not for secrets.
 fn next_random() -> u64 {
     RNG.with(|state| {

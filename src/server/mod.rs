@@ -2,14 +2,17 @@
 //! from `dns::respond`.
 //!
 //! Invariant: this module decides nothing about answers; it loads the snapshot once per
-//! message and hands the bytes over. It owns socket options, the TCP connection limit
+//! message (once per received batch for UDP) and hands the bytes over. It owns socket options, the TCP connection limit
 //! and idle timeout, and the `listening` lines that tests and operators read.
 
+#[cfg(target_os = "linux")]
+mod mmsg;
 pub mod tcp;
 pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -21,7 +24,7 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// UDP sockets per address (SO_REUSEPORT), each served by its own task.
+    /// UDP sockets per address (SO_REUSEPORT), each served by its own OS thread.
     pub udp_sockets: usize,
     /// Open TCP connections at most; further connections are closed at once.
     pub tcp_max_connections: usize,
@@ -41,7 +44,7 @@ impl Default for ServerOptions {
 
 /// The sockets bound for one `--listen` address.
 pub struct Bound {
-    pub udp: Vec<tokio::net::UdpSocket>,
+    pub udp: Vec<std::net::UdpSocket>,
     pub tcp: tokio::net::TcpListener,
     pub addr: SocketAddr,
 }
@@ -59,10 +62,6 @@ pub fn bind(addr: SocketAddr, options: &ServerOptions) -> std::io::Result<Bound>
                 for _ in 1..options.udp_sockets.max(1) {
                     udp.push(udp::bind_socket(local)?);
                 }
-                let udp = udp
-                    .into_iter()
-                    .map(tokio::net::UdpSocket::from_std)
-                    .collect::<std::io::Result<Vec<_>>>()?;
                 let tcp = tokio::net::TcpListener::from_std(tcp)?;
                 return Ok(Bound {
                     udp,
@@ -78,10 +77,34 @@ pub fn bind(addr: SocketAddr, options: &ServerOptions) -> std::io::Result<Bound>
         .unwrap_or_else(|| std::io::Error::other("could not bind UDP and TCP on one port")))
 }
 
-/// Starts serving on bound sockets; the tasks run until the runtime stops.
+/// Starts serving on bound sockets: a thread per UDP socket and a task for TCP. All of
+/// them run until the runtime stops: the UDP threads are told by a task whose drop (at
+/// runtime shutdown) sets their stop flag, and they exit within `udp::STOP_POLL`.
 pub fn serve(bound: Bound, snapshot: SharedSnapshot, options: &ServerOptions) {
-    for socket in bound.udp {
-        tokio::spawn(udp::serve(Arc::new(socket), snapshot.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let guard = StopOnDrop(stop.clone());
+    tokio::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    });
+    for (i, socket) in bound.udp.into_iter().enumerate() {
+        let snapshot = snapshot.clone();
+        let stop = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("udp-{}-{i}", bound.addr.port()))
+            .spawn(move || udp::serve(socket, snapshot, stop));
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start a udp thread");
+        }
     }
     tokio::spawn(tcp::serve(bound.tcp, snapshot, options.clone()));
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }

@@ -1,0 +1,765 @@
+//! The wire fast path: the common questions answered straight from the datagram into a
+//! caller's buffer, with no parse into hickory-proto types and no allocation.
+//!
+//! It handles one question of class IN and type A or AAAA, opcode QUERY, with or without
+//! an OPT record of version 0 (payload size, the DO bit, one well-formed ECS option,
+//! cookies and padding), and the answers that are pool addresses, static addresses,
+//! CNAMEs (static and tenant) followed within the zone, wildcards, NODATA, NXDOMAIN,
+//! and REFUSED for names outside our zones.
+//! For anything else, or at any doubt (a reply that would need truncation, a name it
+//! would not copy verbatim, a malformed option, a referral), it declines and
+//! the caller uses `respond`, which stays the reference: for every message, the fast
+//! path writes exactly the bytes `respond` would, or declines.
+//!
+//! The answer semantics are not duplicated: the policies, health and ECS scope come from
+//! `lookup::pick_pool`, the zone walk from `lookup`'s helpers; only the encoding is here.
+//! Name compression replays hickory-proto's encoder (a case-sensitive match of each
+//! written name's suffixes against the names written before it, at most 64 of them),
+//! which is what makes the bytes equal.
+//! Invariant: no allocation, no lock, no panic on input; a decline leaves nothing behind
+//! but a policy step (a round-robin turn or a weighted draw) that `respond` takes again.
+
+// A packet reaches everything here: no unwrap, no expect.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::IpAddr;
+
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use super::lookup::{self, Client, MAX_CNAME_CHAIN};
+use super::{Ecs, MAX_UDP_PAYLOAD};
+use crate::model::TenantAnswer;
+use crate::snapshot::{Node, Snapshot, ZoneSnap};
+
+const TYPE_A: u16 = 1;
+const TYPE_CNAME: u16 = 5;
+const TYPE_SOA: u16 = 6;
+const TYPE_AAAA: u16 = 28;
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+const RCODE_NXDOMAIN: u8 = 3;
+const RCODE_REFUSED: u8 = 5;
+
+/// EDNS option codes (RFC 6891 registry): client subnet (RFC 7871), cookie (RFC 7873),
+/// padding (RFC 7830). hickory-proto keeps the last two as opaque bytes, as we do.
+const OPT_ECS: u16 = 8;
+const OPT_COOKIE: u16 = 10;
+const OPT_PADDING: u16 = 12;
+
+/// Most labels in a question we take: real names have far fewer, and it bounds the work
+/// of the compression search.
+const MAX_LABELS: usize = 32;
+/// hickory-proto keeps at most this many compression targets (`COMPRESSION_CANDIDATE_LIMIT`).
+const MAX_POINTERS: usize = 64;
+/// hickory-proto compresses at most this many names per message (`COMPRESSED_NAME_LIMIT`);
+/// we decline before reaching it rather than replay what happens past it.
+const MAX_NAMES: usize = 120;
+
+/// Answers `query` from `snapshot` into `out` and returns the reply's length, or `None`
+/// to decline (the caller then uses `respond`, which also covers "send nothing").
+pub fn fast_respond(
+    snapshot: &Snapshot,
+    query: &[u8],
+    src: IpAddr,
+    out: &mut [u8],
+) -> Option<usize> {
+    let question = parse(query)?;
+    let client = Client::new(src, question.edns.and_then(|e| e.ecs));
+    let limit = match question.edns {
+        Some(edns) => edns.payload.clamp(512, MAX_UDP_PAYLOAD),
+        None => 512,
+    };
+    let end = usize::from(limit).min(out.len());
+    let mut w = Writer::new(out.get_mut(..end)?);
+    w.put(&[0; 12])?;
+    w.name(Labels::wire(question.qname))?;
+    w.u16(question.qtype)?;
+    w.u16(CLASS_IN)?;
+    let outcome = match snapshot.find_zone(question.key()) {
+        Some(zone) => answer(snapshot, zone, &question, &client, &mut w)?,
+        // Not ours: REFUSED, not authoritative, nothing but the question (and OPT).
+        None => Outcome {
+            rcode: RCODE_REFUSED,
+            authoritative: false,
+            scope: 0,
+        },
+    };
+    if let Some(edns) = question.edns {
+        w.opt(&edns, outcome.scope)?;
+    }
+    let len = w.pos;
+    write_header(&mut w, &question, &outcome)?;
+    Some(len)
+}
+
+/// The header, once the sections are written and counted.
+fn write_header(w: &mut Writer<'_>, question: &Question<'_>, outcome: &Outcome) -> Option<()> {
+    let header = w.buf.get_mut(..12)?;
+    header[..2].copy_from_slice(&question.id.to_be_bytes());
+    // QR, opcode QUERY, AA for answers from our zones, RD copied; RA and AD clear, CD
+    // copied, as `respond` does.
+    let aa = if outcome.authoritative { 0x04 } else { 0 };
+    header[2] = 0x80 | aa | (question.flags[0] & 0x01);
+    header[3] = (question.flags[1] & 0x10) | outcome.rcode;
+    header[4..6].copy_from_slice(&1u16.to_be_bytes());
+    header[6..8].copy_from_slice(&w.answers.to_be_bytes());
+    header[8..10].copy_from_slice(&w.authority.to_be_bytes());
+    let additional = u16::from(question.edns.is_some());
+    header[10..12].copy_from_slice(&additional.to_be_bytes());
+    Some(())
+}
+
+/// A question the fast path takes, read from the datagram.
+struct Question<'q> {
+    id: u16,
+    flags: [u8; 2],
+    /// The name as sent: uncompressed labels and the root.
+    qname: &'q [u8],
+    /// The lower-case wire form (`snapshot::wire_key`), for the zone's maps.
+    key: [u8; 255],
+    key_len: usize,
+    qtype: u16,
+    edns: Option<Opt>,
+}
+
+impl Question<'_> {
+    fn key(&self) -> &[u8] {
+        &self.key[..self.key_len]
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Opt {
+    payload: u16,
+    dnssec_ok: bool,
+    ecs: Option<Ecs>,
+}
+
+fn u16_at(bytes: &[u8], pos: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*bytes.get(pos)?, *bytes.get(pos + 1)?]))
+}
+
+/// Reads the shapes we answer; `None` for everything else.
+fn parse(query: &[u8]) -> Option<Question<'_>> {
+    let head = query.get(..12)?;
+    // QR clear and opcode QUERY.
+    if head[2] & 0xf8 != 0 {
+        return None;
+    }
+    let counts = [
+        u16_at(head, 4)?,
+        u16_at(head, 6)?,
+        u16_at(head, 8)?,
+        u16_at(head, 10)?,
+    ];
+    if counts[..3] != [1, 0, 0] || counts[3] > 1 {
+        return None;
+    }
+    let (qname, key, key_len) = read_qname(query, 12)?;
+    let pos = 12 + qname.len();
+    let qtype = u16_at(query, pos)?;
+    if !matches!(qtype, TYPE_A | TYPE_AAAA) || u16_at(query, pos + 2)? != CLASS_IN {
+        return None;
+    }
+    let edns = match counts[3] {
+        0 => None,
+        _ => Some(read_opt(query, pos + 4)?),
+    };
+    // Bytes after the last record are ignored, as hickory-proto's parser does.
+    Some(Question {
+        id: u16_at(head, 0)?,
+        flags: [head[2], head[3]],
+        qname,
+        key,
+        key_len,
+        qtype,
+        edns,
+    })
+}
+
+/// The question name: plain labels of letters, digits, `-` and `_` (names with other
+/// bytes or compression pointers go to `respond`), and its lower-case key.
+fn read_qname(query: &[u8], start: usize) -> Option<(&[u8], [u8; 255], usize)> {
+    let mut key = [0u8; 255];
+    let mut pos = start;
+    let mut n_labels = 0;
+    loop {
+        let len = usize::from(*query.get(pos)?);
+        if len == 0 {
+            break;
+        }
+        if len > 63 || n_labels == MAX_LABELS {
+            return None;
+        }
+        let label = query.get(pos + 1..pos + 1 + len)?;
+        let key_label = key.get_mut(pos - start + 1..pos - start + 1 + len)?;
+        for (k, &b) in key_label.iter_mut().zip(label) {
+            if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return None;
+            }
+            *k = b.to_ascii_lowercase();
+        }
+        *key.get_mut(pos - start)? = len as u8;
+        pos += 1 + len;
+        n_labels += 1;
+    }
+    let key_len = pos - start + 1;
+    // The root byte is already 0 in `key`; a name is at most 255 bytes (RFC 1035 3.1).
+    if key_len > 255 {
+        return None;
+    }
+    Some((query.get(start..=pos)?, key, key_len))
+}
+
+/// The OPT record (RFC 6891): owner root, version 0, no extended rcode, no flags but DO,
+/// and options we understand laid out exactly.
+fn read_opt(query: &[u8], pos: usize) -> Option<Opt> {
+    let fixed = query.get(pos..pos + 11)?;
+    if fixed[0] != 0 || u16_at(fixed, 1)? != TYPE_OPT {
+        return None;
+    }
+    let payload = u16_at(fixed, 3)?;
+    // TTL: extended rcode, version, DO and the other (zero) flags.
+    if fixed[5] != 0 || fixed[6] != 0 || fixed[7] & 0x7f != 0 || fixed[8] != 0 {
+        return None;
+    }
+    let dnssec_ok = fixed[7] & 0x80 != 0;
+    let rdlen = usize::from(u16_at(fixed, 9)?);
+    let rdata = query.get(pos + 11..pos + 11 + rdlen)?;
+    let mut ecs = None;
+    let mut at = 0;
+    while at < rdata.len() {
+        let code = u16_at(rdata, at)?;
+        let len = usize::from(u16_at(rdata, at + 2)?);
+        let data = rdata.get(at + 4..at + 4 + len)?;
+        match code {
+            OPT_ECS if ecs.is_none() => ecs = Some(read_ecs(data)?),
+            OPT_COOKIE | OPT_PADDING if len > 0 => {}
+            _ => return None,
+        }
+        at += 4 + len;
+    }
+    Some(Opt {
+        payload,
+        dnssec_ok,
+        ecs,
+    })
+}
+
+/// RFC 7871 section 6, as `respond` validates it: a known family, a source prefix within
+/// it, scope 0, exactly the address bytes the prefix needs, no bits past the prefix.
+fn read_ecs(data: &[u8]) -> Option<Ecs> {
+    let family = u16_at(data, 0)?;
+    let source = *data.get(2)?;
+    if *data.get(3)? != 0 {
+        return None;
+    }
+    let addr_bytes = data.get(4..)?;
+    if addr_bytes.len() != usize::from(source).div_ceil(8) {
+        return None;
+    }
+    let addr = match family {
+        1 if source <= 32 => {
+            let mut octets = [0u8; 4];
+            octets
+                .get_mut(..addr_bytes.len())?
+                .copy_from_slice(addr_bytes);
+            IpAddr::from(octets)
+        }
+        2 if source <= 128 => {
+            let mut octets = [0u8; 16];
+            octets
+                .get_mut(..addr_bytes.len())?
+                .copy_from_slice(addr_bytes);
+            IpAddr::from(octets)
+        }
+        _ => return None,
+    };
+    if super::mask(addr, source)? != addr {
+        return None;
+    }
+    Some(Ecs {
+        addr,
+        source_prefix: source,
+    })
+}
+
+/// The rcode, AA bit and ECS scope of a written answer.
+struct Outcome {
+    rcode: u8,
+    authoritative: bool,
+    scope: u8,
+}
+
+impl Outcome {
+    /// An answer from one of our zones: authoritative (referrals are declined).
+    fn ours(rcode: u8, scope: u8) -> Outcome {
+        Outcome {
+            rcode,
+            authoritative: true,
+            scope,
+        }
+    }
+}
+
+/// The owner of the records being written: the question's spelling, or a CNAME target.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    Wire(&'a [u8]),
+    Name(&'a Name),
+}
+
+impl<'a> Owner<'a> {
+    fn labels(self) -> Labels<'a> {
+        match self {
+            Owner::Wire(wire) => Labels::wire(wire),
+            Owner::Name(name) => Labels::Name(name.iter()),
+        }
+    }
+}
+
+/// Writes the answer and authority sections, replaying `lookup::lookup` for A and AAAA:
+/// the same walk, with the zone's helpers, declining where it would refer or leave the
+/// shapes above.
+fn answer(
+    snapshot: &Snapshot,
+    zone: &ZoneSnap,
+    question: &Question<'_>,
+    client: &Client,
+    w: &mut Writer<'_>,
+) -> Option<Outcome> {
+    let z = &zone.zone;
+    let v4 = question.qtype == TYPE_A;
+    let mut owner = Owner::Wire(question.qname);
+    let mut key_buf = [0u8; 255];
+    let mut key: &[u8] = question.key();
+    let mut scope = 0u8;
+    for _ in 0..MAX_CNAME_CHAIN {
+        let target = match step(snapshot, zone, key, owner, v4, client, &mut scope, w)? {
+            Step::Done(rcode) => return Some(Outcome::ours(rcode, scope)),
+            Step::Follow(target) => target,
+        };
+        // Chase only within this zone, as `lookup` does.
+        let len = name_key(target, &mut key_buf)?;
+        key = key_buf.get(..len)?;
+        if snapshot.find_zone(key).map(|t| &t.zone.origin_key) != Some(&z.origin_key) {
+            return Some(Outcome::ours(0, scope));
+        }
+        owner = Owner::Name(target);
+    }
+    Some(Outcome::ours(0, scope))
+}
+
+enum Step<'z> {
+    Done(u8),
+    Follow(&'z Name),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step<'z>(
+    snapshot: &Snapshot,
+    zone: &'z ZoneSnap,
+    key: &[u8],
+    owner: Owner<'_>,
+    v4: bool,
+    client: &Client,
+    scope: &mut u8,
+    w: &mut Writer<'_>,
+) -> Option<Step<'z>> {
+    let z = &zone.zone;
+    if z.has_delegations && lookup::find_cut(z, key).is_some() {
+        return None;
+    }
+    if let Some(node) = z.nodes.get(key) {
+        return node_answer(snapshot, zone, node, owner, v4, client, scope, w);
+    }
+    if let Some(shard) = lookup::tenant_shard(zone, key) {
+        let sharding = z.sharding.as_ref()?;
+        let Some((pool, shard_name)) = sharding.shards.get(usize::from(shard.0)) else {
+            return negative(z, RCODE_NXDOMAIN, w);
+        };
+        return match sharding.answer {
+            TenantAnswer::Cname => {
+                let rdata = Rdata::Name(shard_name);
+                w.record(owner, TYPE_CNAME, sharding.tenant_ttl, rdata)?;
+                Some(Step::Follow(shard_name))
+            }
+            TenantAnswer::Address => {
+                let ttl_cap = sharding.tenant_ttl;
+                pool_answer(snapshot, zone, *pool, owner, v4, client, ttl_cap, scope, w)
+            }
+        };
+    }
+    // RFC 4592: the wildcard's records, with the question's name as owner.
+    if z.has_wildcards
+        && let Some(node) = lookup::find_wildcard(z, key)
+    {
+        return node_answer(snapshot, zone, node, owner, v4, client, scope, w);
+    }
+    negative(z, RCODE_NXDOMAIN, w)
+}
+
+/// The records of an existing name (or of the wildcard that covers it), as
+/// `lookup::answer_node` gives them for A and AAAA: its CNAME, else its pool, else its
+/// static addresses, else NODATA.
+#[allow(clippy::too_many_arguments)]
+fn node_answer<'z>(
+    snapshot: &Snapshot,
+    zone: &'z ZoneSnap,
+    node: &'z Node,
+    owner: Owner<'_>,
+    v4: bool,
+    client: &Client,
+    scope: &mut u8,
+    w: &mut Writer<'_>,
+) -> Option<Step<'z>> {
+    let z = &zone.zone;
+    if let Some(cname) = node.rrset(RecordType::CNAME) {
+        for record in cname {
+            let RData::CNAME(target) = &record.data else {
+                return None;
+            };
+            w.record(owner, TYPE_CNAME, record.ttl, Rdata::Name(&target.0))?;
+        }
+        return match cname.first().map(|r| &r.data) {
+            Some(RData::CNAME(target)) => Some(Step::Follow(&target.0)),
+            _ => Some(Step::Done(0)),
+        };
+    }
+    if let Some(pool) = node.pool {
+        return pool_answer(snapshot, zone, pool, owner, v4, client, u32::MAX, scope, w);
+    }
+    let rtype = if v4 { RecordType::A } else { RecordType::AAAA };
+    let Some(records) = node.rrset(rtype) else {
+        return negative(z, 0, w);
+    };
+    for record in records {
+        let rdata = match &record.data {
+            RData::A(a) => Rdata::Addr(IpAddr::V4(a.0)),
+            RData::AAAA(aaaa) => Rdata::Addr(IpAddr::V6(aaaa.0)),
+            _ => return None,
+        };
+        w.record(owner, u16::from(rtype), record.ttl, rdata)?;
+    }
+    Some(Step::Done(0))
+}
+
+/// A pool's addresses (TTLs capped at `ttl_cap`), or NODATA when it has none.
+#[allow(clippy::too_many_arguments)]
+fn pool_answer<'z>(
+    snapshot: &Snapshot,
+    zone: &ZoneSnap,
+    pool: crate::model::PoolIdx,
+    owner: Owner<'_>,
+    v4: bool,
+    client: &Client,
+    ttl_cap: u32,
+    scope: &mut u8,
+    w: &mut Writer<'_>,
+) -> Option<Step<'z>> {
+    let mut n = 0;
+    if let Some(pick) = lookup::pick_pool(snapshot, zone, pool, v4, client) {
+        *scope = (*scope).max(pick.scope);
+        let rtype = if v4 { TYPE_A } else { TYPE_AAAA };
+        for ip in pick.addresses() {
+            w.record(owner, rtype, pick.ttl.min(ttl_cap), Rdata::Addr(ip))?;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return negative(&zone.zone, 0, w);
+    }
+    Some(Step::Done(0))
+}
+
+/// NXDOMAIN or NODATA: the zone's SOA in authority with the negative TTL (RFC 2308).
+fn negative<'z>(
+    zone: &crate::snapshot::StaticZone,
+    rcode: u8,
+    w: &mut Writer<'_>,
+) -> Option<Step<'z>> {
+    let soa: &Record = &zone.soa;
+    let RData::SOA(rdata) = &soa.data else {
+        return None;
+    };
+    if u16::from(soa.dns_class) != CLASS_IN {
+        return None;
+    }
+    let owner = Owner::Name(&soa.name);
+    w.authority_record(owner, zone.negative_ttl, rdata)?;
+    Some(Step::Done(rcode))
+}
+
+/// The lower-case wire key of a name, into `buf`; its length.
+fn name_key(name: &Name, buf: &mut [u8; 255]) -> Option<usize> {
+    let mut pos = 0;
+    for label in name.iter() {
+        *buf.get_mut(pos)? = u8::try_from(label.len()).ok()?;
+        let dst = buf.get_mut(pos + 1..pos + 1 + label.len())?;
+        for (d, s) in dst.iter_mut().zip(label) {
+            *d = s.to_ascii_lowercase();
+        }
+        pos += 1 + label.len();
+    }
+    *buf.get_mut(pos)? = 0;
+    Some(pos + 1)
+}
+
+/// The labels of a name, from the wire or from a `Name`.
+enum Labels<'a> {
+    Wire(&'a [u8]),
+    Name(hickory_proto::rr::domain::LabelIter<'a>),
+}
+
+impl<'a> Labels<'a> {
+    fn wire(wire: &'a [u8]) -> Labels<'a> {
+        Labels::Wire(wire)
+    }
+}
+
+impl<'a> Iterator for Labels<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Labels::Wire(rest) => {
+                let len = usize::from(*rest.first()?);
+                if len == 0 {
+                    return None;
+                }
+                let label = rest.get(1..1 + len)?;
+                *rest = rest.get(1 + len..)?;
+                Some(label)
+            }
+            Labels::Name(iter) => iter.next(),
+        }
+    }
+}
+
+enum Rdata<'a> {
+    Addr(IpAddr),
+    Name(&'a Name),
+}
+
+/// A bounded writer into the reply buffer that compresses names as hickory-proto does.
+struct Writer<'o> {
+    buf: &'o mut [u8],
+    pos: usize,
+    /// Each compression target: where it starts, and the length of the name it stands
+    /// for uncompressed (without the root). The name itself is read back from the buffer
+    /// (following pointers): that is the name hickory-proto stored for it.
+    pointers: [(u16, u16); MAX_POINTERS],
+    n_pointers: usize,
+    n_names: usize,
+    answers: u16,
+    authority: u16,
+}
+
+impl<'o> Writer<'o> {
+    fn new(buf: &'o mut [u8]) -> Writer<'o> {
+        Writer {
+            buf,
+            pos: 0,
+            pointers: [(0, 0); MAX_POINTERS],
+            n_pointers: 0,
+            n_names: 0,
+            answers: 0,
+            authority: 0,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.pos.checked_add(bytes.len())?;
+        self.buf.get_mut(self.pos..end)?.copy_from_slice(bytes);
+        self.pos = end;
+        Some(())
+    }
+
+    fn u16(&mut self, value: u16) -> Option<()> {
+        self.put(&value.to_be_bytes())
+    }
+
+    fn u32(&mut self, value: u32) -> Option<()> {
+        self.put(&value.to_be_bytes())
+    }
+
+    /// A name, as `Name::emit` writes it with compression on: all labels first, then
+    /// from the first label on, the first suffix equal (byte for byte, case included) to
+    /// one written before becomes a pointer; the suffixes tried before it are recorded.
+    fn name(&mut self, labels: Labels<'_>) -> Option<()> {
+        if self.n_names >= MAX_NAMES {
+            return None;
+        }
+        self.n_names += 1;
+        let mut starts = [0u16; 128];
+        let mut n = 0;
+        for label in labels {
+            *starts.get_mut(n)? = u16::try_from(self.pos).ok()?;
+            n += 1;
+            self.put(&[u8::try_from(label.len()).ok()?])?;
+            self.put(label)?;
+        }
+        let end = self.pos;
+        for &start in starts.get(..n)? {
+            let suffix = self.buf.get(usize::from(start)..end)?;
+            let suffix_len = u16::try_from(suffix.len()).ok()?;
+            // Names of another length cannot match: comparing lengths first skips
+            // nearly every candidate.
+            let found = self
+                .pointers
+                .get(..self.n_pointers)?
+                .iter()
+                .find(|&&(p, len)| len == suffix_len && same_name(self.buf, usize::from(p), suffix))
+                .map(|&(p, _)| p);
+            if let Some(target) = found {
+                self.pos = usize::from(start);
+                return self.u16(0xc000 | target);
+            }
+            // hickory-proto stores a target only while the message is below 0x3fff.
+            if self.n_pointers < MAX_POINTERS && end < 0x3fff {
+                self.pointers[self.n_pointers] = (start, suffix_len);
+                self.n_pointers += 1;
+            }
+        }
+        self.put(&[0])
+    }
+
+    fn record(&mut self, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: Rdata<'_>) -> Option<()> {
+        self.name(owner.labels())?;
+        self.u16(rtype)?;
+        self.u16(CLASS_IN)?;
+        self.u32(ttl)?;
+        let len_at = self.pos;
+        self.u16(0)?;
+        match rdata {
+            Rdata::Addr(IpAddr::V4(v4)) => self.put(&v4.octets())?,
+            Rdata::Addr(IpAddr::V6(v6)) => self.put(&v6.octets())?,
+            Rdata::Name(name) => self.name(Labels::Name(name.iter()))?,
+        }
+        self.patch_len(len_at)?;
+        self.answers = self.answers.checked_add(1)?;
+        Some(())
+    }
+
+    fn authority_record(&mut self, owner: Owner<'_>, ttl: u32, soa: &SOA) -> Option<()> {
+        self.name(owner.labels())?;
+        self.u16(TYPE_SOA)?;
+        self.u16(CLASS_IN)?;
+        self.u32(ttl)?;
+        let len_at = self.pos;
+        self.u16(0)?;
+        self.name(Labels::Name(soa.mname.iter()))?;
+        self.name(Labels::Name(soa.rname.iter()))?;
+        self.u32(soa.serial)?;
+        self.put(&soa.refresh.to_be_bytes())?;
+        self.put(&soa.retry.to_be_bytes())?;
+        self.put(&soa.expire.to_be_bytes())?;
+        self.u32(soa.minimum)?;
+        self.patch_len(len_at)?;
+        self.authority = self.authority.checked_add(1)?;
+        Some(())
+    }
+
+    /// Our OPT, as `respond`'s `response_edns` builds it: payload 1232, version 0, the
+    /// DO bit copied, and the ECS option echoed with the answer's scope.
+    fn opt(&mut self, request: &Opt, scope: u8) -> Option<()> {
+        self.put(&[0])?;
+        self.u16(TYPE_OPT)?;
+        self.u16(MAX_UDP_PAYLOAD)?;
+        self.u32(if request.dnssec_ok { 0x8000 } else { 0 })?;
+        let len_at = self.pos;
+        self.u16(0)?;
+        if let Some(ecs) = request.ecs {
+            let source = ecs.source_prefix;
+            let addr_len = usize::from(source).div_ceil(8);
+            self.u16(OPT_ECS)?;
+            self.u16(u16::try_from(4 + addr_len).ok()?)?;
+            match ecs.addr {
+                IpAddr::V4(v4) => {
+                    self.u16(1)?;
+                    self.put(&[source, scope.min(source)])?;
+                    self.put(v4.octets().get(..addr_len)?)?;
+                }
+                IpAddr::V6(v6) => {
+                    self.u16(2)?;
+                    self.put(&[source, scope.min(source)])?;
+                    self.put(v6.octets().get(..addr_len)?)?;
+                }
+            }
+        }
+        self.patch_len(len_at)
+    }
+
+    /// Fills in the RDLENGTH placed at `at`.
+    fn patch_len(&mut self, at: usize) -> Option<()> {
+        let len = u16::try_from(self.pos.checked_sub(at + 2)?).ok()?;
+        self.buf
+            .get_mut(at..at + 2)?
+            .copy_from_slice(&len.to_be_bytes());
+        Some(())
+    }
+}
+
+/// Whether the name at `at` in `buf` (following pointers) has exactly the labels of
+/// `suffix` (uncompressed labels without the root).
+fn same_name(buf: &[u8], mut at: usize, mut suffix: &[u8]) -> bool {
+    // Pointers only go backwards, so this ends; the bound is for certainty.
+    for _ in 0..256 {
+        let Some(&len) = buf.get(at) else {
+            return false;
+        };
+        if len & 0xc0 == 0xc0 {
+            let Some(&low) = buf.get(at + 1) else {
+                return false;
+            };
+            at = usize::from(u16::from_be_bytes([len & 0x3f, low]));
+            continue;
+        }
+        if len == 0 {
+            return suffix.is_empty();
+        }
+        let n = 1 + usize::from(len);
+        match (buf.get(at..at + n), suffix.get(..n)) {
+            (Some(a), Some(b)) if a == b => {
+                at += n;
+                suffix = &suffix[n..];
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Answers `query` on both paths from the same policy state (round-robin turns and the
+/// weighted generator are saved before `respond` and restored before the fast path),
+/// with an output buffer of `out_len` bytes for the fast path. Returns `respond`'s reply
+/// and the fast path's (`None`: declined). For the differential test and the fuzz target.
+#[doc(hidden)]
+pub fn compare(
+    snapshot: &Snapshot,
+    query: &[u8],
+    src: IpAddr,
+    out_len: usize,
+) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let rotations: Vec<u32> = rotation_counters(snapshot)
+        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    let rng = crate::policy::weighted::rng_state();
+    let reference = super::respond(snapshot, query, src, super::Transport::Udp);
+    for (counter, value) in rotation_counters(snapshot).zip(rotations) {
+        counter.store(value, std::sync::atomic::Ordering::Relaxed);
+    }
+    crate::policy::weighted::set_rng_state(rng);
+    let mut out = vec![0u8; out_len];
+    let fast =
+        fast_respond(snapshot, query, src, &mut out).and_then(|n| out.get(..n).map(<[u8]>::to_vec));
+    (reference, fast)
+}
+
+fn rotation_counters(snapshot: &Snapshot) -> impl Iterator<Item = &std::sync::atomic::AtomicU32> {
+    snapshot
+        .zones
+        .iter()
+        .flat_map(|zone| zone.pools.pools.iter().map(|pool| &pool.rotation))
+}

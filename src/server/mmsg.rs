@@ -1,0 +1,226 @@
+//! Batches of datagrams over one UDP socket with `recvmmsg(2)` and `sendmmsg(2)`
+//! (Linux): one system call receives up to `BATCH` queries, and one sends their replies.
+//!
+//! This is the crate's only `unsafe` code. It owns every buffer the kernel reads or
+//! writes (datagram slots, address storage, `iovec`s and `mmsghdr`s, all allocated once
+//! per socket thread) and re-points the headers at them before each call, so no pointer
+//! outlives or escapes a call. The rest of the server sees a safe API: `recv`, then
+//! `exchange` per datagram (query bytes and peer in, reply written into a slot), then
+//! `send`.
+
+// A packet reaches everything here: no unwrap, no expect.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+
+/// Datagrams per system call: enough to amortise the call under load, small enough that
+/// the buffers (`BATCH * SLOT` bytes each way) stay in cache.
+pub const BATCH: usize = 32;
+
+/// Bytes per datagram slot. Queries are far smaller (a question and an OPT), and our
+/// UDP replies are at most `dns::MAX_UDP_PAYLOAD` plus an echoed question; a datagram
+/// larger than this is cut by the kernel (`MSG_TRUNC`) and dropped, as no client sends
+/// a real query that size.
+pub const SLOT: usize = 4096;
+
+pub struct Batch {
+    rx: Box<[u8]>,
+    tx: Box<[u8]>,
+    rx_names: Box<[libc::sockaddr_storage]>,
+    tx_names: Box<[libc::sockaddr_storage]>,
+    rx_iov: Box<[libc::iovec]>,
+    tx_iov: Box<[libc::iovec]>,
+    rx_hdrs: Box<[libc::mmsghdr]>,
+    tx_hdrs: Box<[libc::mmsghdr]>,
+    received: usize,
+    queued: usize,
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: `sockaddr_storage` is plain old data; all-zero is a valid value (family
+    // AF_UNSPEC).
+    unsafe { mem::zeroed() }
+}
+
+fn zeroed_hdr() -> libc::mmsghdr {
+    // SAFETY: `mmsghdr` is plain old data (integers and raw pointers); all-zero is a
+    // valid value (null pointers, zero lengths), and every pointer is set before use.
+    unsafe { mem::zeroed() }
+}
+
+fn empty_iov() -> libc::iovec {
+    libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            rx: vec![0; BATCH * SLOT].into_boxed_slice(),
+            tx: vec![0; BATCH * SLOT].into_boxed_slice(),
+            rx_names: (0..BATCH).map(|_| zeroed_storage()).collect(),
+            tx_names: (0..BATCH).map(|_| zeroed_storage()).collect(),
+            rx_iov: (0..BATCH).map(|_| empty_iov()).collect(),
+            tx_iov: (0..BATCH).map(|_| empty_iov()).collect(),
+            rx_hdrs: (0..BATCH).map(|_| zeroed_hdr()).collect(),
+            tx_hdrs: (0..BATCH).map(|_| zeroed_hdr()).collect(),
+            received: 0,
+            queued: 0,
+        }
+    }
+}
+
+impl Batch {
+    /// Waits for at least one datagram (or the socket's read timeout) and takes every
+    /// one already queued, up to `BATCH`. Returns how many were received.
+    pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.received = 0;
+        self.queued = 0;
+        for i in 0..BATCH {
+            self.rx_iov[i] = libc::iovec {
+                iov_base: self.rx[i * SLOT..].as_mut_ptr().cast(),
+                iov_len: SLOT,
+            };
+            let hdr = &mut self.rx_hdrs[i];
+            hdr.msg_hdr.msg_name = (&raw mut self.rx_names[i]).cast();
+            hdr.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_hdr.msg_iov = &raw mut self.rx_iov[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_flags = 0;
+            hdr.msg_len = 0;
+        }
+        // SAFETY: `rx_hdrs` holds BATCH initialised headers, each pointing at its own
+        // name storage (with its true size), its own iovec, and that iovec at its own
+        // SLOT-byte region of `rx`; all are owned by `self`, borrowed mutably for the
+        // whole call, and not moved during it. The kernel writes only within those
+        // bounds. A null timeout blocks per the socket's SO_RCVTIMEO.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.rx_hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.received = (n as usize).min(BATCH);
+        Ok(self.received)
+    }
+
+    /// Hands datagram `i` (its bytes and sender) and the next reply slot to `answer`,
+    /// and queues the reply if `answer` returns its length. Datagrams that were cut or
+    /// come from an address we cannot read are skipped.
+    pub fn exchange(
+        &mut self,
+        i: usize,
+        answer: impl FnOnce(&[u8], SocketAddr, &mut [u8]) -> Option<usize>,
+    ) {
+        if i >= self.received || self.queued >= BATCH {
+            return;
+        }
+        let hdr = &self.rx_hdrs[i];
+        if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return;
+        }
+        let Some(peer) = socket_addr(&self.rx_names[i], hdr.msg_hdr.msg_namelen) else {
+            return;
+        };
+        let len = (hdr.msg_len as usize).min(SLOT);
+        let query = &self.rx[i * SLOT..i * SLOT + len];
+        let j = self.queued;
+        let slot = &mut self.tx[j * SLOT..(j + 1) * SLOT];
+        let Some(reply_len) = answer(query, peer, slot) else {
+            return;
+        };
+        self.tx_names[j] = self.rx_names[i];
+        self.tx_iov[j].iov_len = reply_len.min(SLOT);
+        self.tx_hdrs[j].msg_hdr.msg_namelen = hdr.msg_hdr.msg_namelen;
+        self.queued += 1;
+    }
+
+    /// Sends every queued reply. A reply the kernel refuses (an unreachable peer, a full
+    /// buffer) is skipped; it concerns one client and must not stop the others.
+    pub fn send(&mut self, socket: &UdpSocket) {
+        for j in 0..self.queued {
+            self.tx_iov[j].iov_base = self.tx[j * SLOT..].as_mut_ptr().cast();
+            let hdr = &mut self.tx_hdrs[j];
+            hdr.msg_hdr.msg_name = (&raw mut self.tx_names[j]).cast();
+            hdr.msg_hdr.msg_iov = &raw mut self.tx_iov[j];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_flags = 0;
+        }
+        let mut sent = 0;
+        while sent < self.queued {
+            let rest = &mut self.tx_hdrs[sent..self.queued];
+            // SAFETY: `rest` holds initialised headers, each pointing at its own name
+            // storage (`msg_namelen` as received for that peer), its own iovec, and that
+            // iovec at at most SLOT bytes of its own region of `tx`; all owned by `self`
+            // and not moved during the call. The kernel only reads them (and writes
+            // `msg_len`).
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len() as libc::c_uint,
+                    0,
+                )
+            };
+            if n < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::debug!(%error, "udp send error");
+                // sendmmsg fails only when its first message fails: skip that one.
+                sent += 1;
+            } else {
+                sent += (n as usize).max(1);
+            }
+        }
+        self.queued = 0;
+    }
+}
+
+/// The sender of a datagram, from the address the kernel wrote.
+fn socket_addr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a `sockaddr_in` (family AF_INET, length checked);
+            // `sockaddr_storage` is large and aligned enough for any socket address.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a `sockaddr_in6` (family AF_INET6, length checked).
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
