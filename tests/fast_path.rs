@@ -580,14 +580,8 @@ fn udp_burst_gets_every_reply() {
     use std::collections::HashSet;
     use std::time::{Duration, Instant};
 
-    let zones = repo("zones/example.test.toml");
     let geoip = repo("geoip/demo.mmdb");
-    let s = common::TestServer::start(&[
-        "--zones",
-        zones.to_str().unwrap(),
-        "--geoip",
-        geoip.to_str().unwrap(),
-    ]);
+    let s = common::TestServer::example(&["--geoip", geoip.to_str().unwrap()]);
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
