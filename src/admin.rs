@@ -28,7 +28,7 @@ use crate::app::{Control, ControlError, TenantChange};
 use crate::dns::lookup::{self, Client};
 use crate::dns::{Ecs, mask};
 use crate::overrides::Override;
-use crate::snapshot::SiteState;
+use crate::snapshot::{ShardingSnap, SiteState, Snapshot, ZoneSnap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -270,20 +270,35 @@ async fn zones(State(ctx): State<Ctx>) -> Response {
 /// The largest batch body: about a million moves.
 const MAX_BATCH_BODY: usize = 64 << 20;
 
+/// The served zone called `zone` and its sharding, or a 404 saying which is missing.
+fn sharded_zone<'s>(
+    snapshot: &'s Snapshot,
+    zone: &str,
+) -> Result<(&'s ZoneSnap, &'s ShardingSnap), Box<Response>> {
+    let Some(z) = snapshot.zone_by_name(zone) else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown zone \"{zone}\""),
+        )));
+    };
+    let Some(sharding) = &z.zone.sharding else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("zone \"{}\" has no [sharding]", z.zone.name),
+        )));
+    };
+    Ok((z, sharding))
+}
+
 /// The tenant as served now: its shard and both DNS names.
 async fn get_tenant(
     State(ctx): State<Ctx>,
     Path((zone, tenant)): Path<(String, String)>,
 ) -> Response {
     let snapshot = ctx.control.shared.load();
-    let Some(z) = snapshot.zone_by_name(&zone) else {
-        return error(StatusCode::NOT_FOUND, format!("unknown zone \"{zone}\""));
-    };
-    let Some(sharding) = &z.zone.sharding else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("zone \"{}\" has no [sharding]", z.zone.name),
-        );
+    let (z, sharding) = match sharded_zone(&snapshot, &zone) {
+        Ok(found) => found,
+        Err(response) => return *response,
     };
     let name = tenant.to_ascii_lowercase();
     let Some(idx) = z.tenants.get(&name) else {
@@ -307,7 +322,7 @@ async fn get_tenant(
         .shards
         .get(usize::from(idx.0))
         .map(|(_, n)| n.to_string());
-    let tenant_name = tenant_owner(&z.zone.origin, &sharding.tenant_suffix_key, &name);
+    let tenant_name = format!("{name}.{}", sharding.tenant_suffix);
     axum::Json(json!({
         "zone": z.zone.name,
         "tenant": name,
@@ -316,32 +331,6 @@ async fn get_tenant(
         "shard_name": shard_name,
     }))
     .into_response()
-}
-
-/// `<tenant>.<tenant suffix>` in presentation format, from the suffix's wire key.
-fn tenant_owner(origin: &Name, suffix_key: &[u8], tenant: &str) -> Option<String> {
-    let suffix = Name::from_labels(wire_labels(suffix_key)).ok()?;
-    let mut suffix = suffix;
-    suffix.set_fqdn(true);
-    if suffix.is_root() {
-        suffix = origin.clone();
-    }
-    Some(format!("{tenant}.{suffix}"))
-}
-
-/// The labels of a wire-format name.
-fn wire_labels(key: &[u8]) -> Vec<&[u8]> {
-    let mut labels = Vec::new();
-    let mut rest = key;
-    while let Some((&len, tail)) = rest.split_first() {
-        let len = usize::from(len);
-        if len == 0 || tail.len() < len {
-            break;
-        }
-        labels.push(&tail[..len]);
-        rest = &tail[len..];
-    }
-    labels
 }
 
 #[derive(Deserialize)]
@@ -457,14 +446,9 @@ async fn change_tenants(State(ctx): State<Ctx>, Path(zone): Path<String>, body: 
 /// How many tenants the zone has, per shard.
 async fn tenant_summary(State(ctx): State<Ctx>, Path(zone): Path<String>) -> Response {
     let snapshot = ctx.control.shared.load();
-    let Some(z) = snapshot.zone_by_name(&zone) else {
-        return error(StatusCode::NOT_FOUND, format!("unknown zone \"{zone}\""));
-    };
-    let Some(sharding) = &z.zone.sharding else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("zone \"{}\" has no [sharding]", z.zone.name),
-        );
+    let (z, sharding) = match sharded_zone(&snapshot, &zone) {
+        Ok(found) => found,
+        Err(response) => return *response,
     };
     let counts = z.tenants.count_by_shard();
     let shards: serde_json::Map<String, Value> = sharding

@@ -510,20 +510,23 @@ impl Control {
                 return Err(ControlError::NotFound(format!(
                     "unknown shard \"{shard}\" for tenant {tenant} in zone \"{}\" (known: {})",
                     zt.zone,
-                    shard_list(&zt.shards)
+                    zt.shards.joined()
                 )));
             }
         }
         let before = zt.store.current();
         let outcome: Vec<TenantChange> = changes
             .iter()
-            .map(|(tenant, shard)| TenantChange {
-                tenant: tenant.to_ascii_lowercase(),
-                before: before
-                    .get(&tenant.to_ascii_lowercase())
-                    .and_then(|idx| zt.shards.name(idx))
-                    .map(str::to_string),
-                after: shard.as_deref().map(str::to_string),
+            .map(|(tenant, shard)| {
+                let tenant = tenant.to_ascii_lowercase();
+                TenantChange {
+                    before: before
+                        .get(&tenant)
+                        .and_then(|idx| zt.shards.name(idx))
+                        .map(str::to_string),
+                    tenant,
+                    after: shard.as_deref().map(str::to_string),
+                }
             })
             .collect();
         let table = zt.store.apply_named(changes).await.map_err(|e| match e {
@@ -542,10 +545,6 @@ impl Control {
         rx.await.map_err(|_| ControlError::Closed)?;
         Ok(outcome)
     }
-}
-
-fn shard_list(shards: &ShardNames) -> String {
-    shards.iter().map(|(_, n)| n).collect::<Vec<_>>().join(", ")
 }
 
 /// The directory for persistent state (overrides): `state_dir`, else `.geolb` in the
@@ -895,7 +894,7 @@ impl Compiler {
 fn probe_targets(model: &Model) -> Vec<ProbeTarget> {
     let mut targets = Vec::new();
     for (zone_idx, zone) in model.zones.iter().enumerate() {
-        let zone_name = zone.origin.to_string().trim_end_matches('.').to_string();
+        let zone_name = zone_name(zone);
         for (site_idx, site) in zone.sites.iter().enumerate() {
             let Some(check) = &site.check else { continue };
             let addrs = site

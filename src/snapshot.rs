@@ -152,6 +152,8 @@ pub struct PoolDef {
 pub struct ShardingSnap {
     pub shard_suffix_key: Box<[u8]>,
     pub tenant_suffix_key: Box<[u8]>,
+    /// The name tenant names live under, for the admin API.
+    pub tenant_suffix: Name,
     pub tenant_ttl: u32,
     pub answer: TenantAnswer,
     /// Shard index to (pool, owner name of the shard).
@@ -280,6 +282,7 @@ fn compile_sharding(zone: &Zone, s: &model::Sharding) -> ShardingSnap {
     ShardingSnap {
         shard_suffix_key: wire_key(&s.shard_suffix),
         tenant_suffix_key: wire_key(&s.tenant_suffix),
+        tenant_suffix: s.tenant_suffix.clone(),
         tenant_ttl: s.tenant_ttl,
         answer: s.answer,
         shards: (0..s.shards.len())
