@@ -11,12 +11,15 @@ pub mod demo;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions};
 use serde::Deserialize;
+
+use crate::snapshot::NameHasher;
 
 /// ISO 3166 country or continent code, two upper-case ASCII letters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,15 +73,43 @@ pub struct Coord {
 }
 
 impl Coord {
-    /// Great-circle distance in km (haversine, earth radius 6371.0088 km).
+    /// Great-circle distance in km (earth radius 6371.0088 km).
     pub fn distance_km(&self, other: &Coord) -> f64 {
-        let (phi1, phi2) = (self.lat.to_radians(), other.lat.to_radians());
-        let dphi = phi2 - phi1;
-        let dlambda = (other.lon - self.lon).to_radians();
-        let h =
-            (dphi / 2.0).sin().powi(2) + phi1.cos() * phi2.cos() * (dlambda / 2.0).sin().powi(2);
-        // Rounding can push h a hair above 1 for antipodal points; asin would give NaN.
-        2.0 * EARTH_RADIUS_KM * h.clamp(0.0, 1.0).sqrt().asin()
+        self.unit().distance_km(&other.unit())
+    }
+
+    /// The point on the unit sphere.
+    pub fn unit(&self) -> Unit {
+        let (phi, lambda) = (self.lat.to_radians(), self.lon.to_radians());
+        Unit([
+            phi.cos() * lambda.cos(),
+            phi.cos() * lambda.sin(),
+            phi.sin(),
+        ])
+    }
+}
+
+/// A place as a point on the unit sphere: a `Coord` prepared once so that comparing
+/// distances takes three multiplications and no trigonometry. Sites are prepared when
+/// a snapshot is compiled, database places when the database is opened.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Unit([f64; 3]);
+
+impl Unit {
+    /// The cosine of the central angle between two points: the larger, the nearer.
+    /// It orders points exactly as their great-circle distance does.
+    pub fn closeness(&self, other: &Unit) -> f64 {
+        let (a, b) = (self.0, other.0);
+        a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+    }
+
+    /// Great-circle distance in km, from the chord between the points (accurate for
+    /// near and antipodal points alike, unlike the arc cosine of `closeness`).
+    pub fn distance_km(&self, other: &Unit) -> f64 {
+        let (a, b) = (self.0, other.0);
+        let chord = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();
+        // Rounding can push the chord a hair above 2 for antipodal points.
+        2.0 * EARTH_RADIUS_KM * (chord / 2.0).clamp(0.0, 1.0).asin()
     }
 }
 
@@ -86,8 +117,21 @@ impl Coord {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Place {
     pub coord: Option<Coord>,
+    /// `coord` on the unit sphere, prepared for the geo policy.
+    pub unit: Option<Unit>,
     pub country: Option<Code2>,
     pub continent: Option<Code2>,
+}
+
+impl Place {
+    pub fn new(coord: Option<Coord>, country: Option<Code2>, continent: Option<Code2>) -> Place {
+        Place {
+            coord,
+            unit: coord.map(|c| c.unit()),
+            country,
+            continent,
+        }
+    }
 }
 
 /// The result of one lookup: where the client is (None when the DB has no entry or an empty one),
@@ -117,6 +161,11 @@ pub enum GeoError {
     Unsupported { name: String, database_type: String },
 }
 
+/// Places by data-section offset. The offsets come from the database, fixed at open,
+/// so the fast fixed hash of the zone maps serves here too (SipHash was most of a
+/// lookup's time).
+type Places = HashMap<usize, Option<Place>, BuildHasherDefault<NameHasher>>;
+
 /// A MaxMind DB held in memory, ready for lookups from many threads at once.
 pub struct GeoDb {
     reader: Reader<Vec<u8>>,
@@ -126,7 +175,7 @@ pub struct GeoDb {
     /// than the tree walk, while a database has far fewer distinct records
     /// than networks; so each is decoded once, at open, and lookups only read
     /// this table (no lock: it never changes after open).
-    places: HashMap<usize, Option<Place>>,
+    places: Places,
 }
 
 impl fmt::Debug for GeoDb {
@@ -222,8 +271,8 @@ const NOT_FOUND: Located = Located {
 /// Decodes every record the search tree points at, once each. Fails only if
 /// the tree itself is broken; a record that does not decode is "no place",
 /// as it would be in a lookup.
-fn decode_all(reader: &Reader<Vec<u8>>) -> Result<HashMap<usize, Option<Place>>, MaxMindDbError> {
-    let mut places = HashMap::new();
+fn decode_all(reader: &Reader<Vec<u8>>) -> Result<Places, MaxMindDbError> {
+    let mut places = Places::default();
     for network in reader.networks(WithinOptions::default())? {
         let result = network?;
         if let Some(offset) = result.offset()
@@ -303,11 +352,7 @@ impl Record<'_> {
         if coord.is_none() && country.is_none() && continent.is_none() {
             return None;
         }
-        Some(Place {
-            coord,
-            country,
-            continent,
-        })
+        Some(Place::new(coord, country, continent))
     }
 }
 
@@ -349,11 +394,11 @@ mod tests {
     ) {
         let got = db.lookup(ip(addr));
         let want = Located {
-            place: Some(Place {
-                coord: coord.map(|(lat, lon)| Coord { lat, lon }),
-                country: code(country),
-                continent: code(continent),
-            }),
+            place: Some(Place::new(
+                coord.map(|(lat, lon)| Coord { lat, lon }),
+                code(country),
+                code(continent),
+            )),
             prefix_len,
         };
         assert_eq!(got, want, "lookup of {addr}");

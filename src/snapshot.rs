@@ -258,7 +258,7 @@ pub fn compile_static(zone: &Zone) -> StaticZone {
             .sites
             .iter()
             .map(|s| SiteFacts {
-                coord: s.coord,
+                unit: s.coord.map(|c| c.unit()),
                 weight: s.weight,
                 name_hash: crate::policy::hash::name_hash(&s.name),
             })

@@ -349,7 +349,7 @@ pub(crate) fn pick_pool<'z>(
         Policy::Geo => {
             let located = client.locate(snapshot);
             let place = located.place.map(|p| ClientPlace {
-                coord: p.coord,
+                unit: p.unit,
                 country: p.country,
                 continent: p.continent,
             });

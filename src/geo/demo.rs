@@ -467,11 +467,11 @@ mod tests {
                 Some(source.countries[c].continent.clone())
             });
             let coord = def.lat.zip(def.lon).map(|(lat, lon)| Coord { lat, lon });
-            let place = Place {
+            let place = Place::new(
                 coord,
-                country: def.country.as_deref().and_then(Code2::parse),
-                continent: continent.as_deref().and_then(Code2::parse),
-            };
+                def.country.as_deref().and_then(Code2::parse),
+                continent.as_deref().and_then(Code2::parse),
+            );
             let place =
                 (place.coord.is_some() || place.country.is_some() || place.continent.is_some())
                     .then_some(place);

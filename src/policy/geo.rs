@@ -33,7 +33,7 @@ pub fn order(
         }
         out.push(site);
     }
-    let Some(coord) = place.and_then(|p| p.coord) else {
+    let Some(client) = place.and_then(|p| p.unit) else {
         for &site in cands.sites.iter() {
             if out.len() >= want {
                 return;
@@ -43,17 +43,19 @@ pub fn order(
         return;
     };
     let n = cands.sites.len().min(MAX_POOL_SITES);
+    // Nearest first is most `closeness` first (the cosine of the angle to the client);
+    // unlocated sites get -inf, after every located one.
     let mut by_distance = [(0f64, 0usize, 0u16); MAX_POOL_SITES];
     for (i, &site) in cands.sites.iter().take(n).enumerate() {
-        let distance = facts
+        let closeness = facts
             .get(usize::from(site))
-            .and_then(|f| f.coord)
-            .map_or(f64::INFINITY, |c| coord.distance_km(&c));
+            .and_then(|f| f.unit)
+            .map_or(f64::NEG_INFINITY, |u| client.closeness(&u));
         // Ties (and unlocated sites) keep their configured order.
-        by_distance[i] = (distance, i, site);
+        by_distance[i] = (closeness, i, site);
     }
     let by_distance = &mut by_distance[..n];
-    by_distance.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    by_distance.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     for &(_, _, site) in by_distance.iter() {
         if out.len() >= want {
             return;
@@ -73,7 +75,7 @@ mod tests {
 
     fn place(lat: f64, lon: f64, country: &str, continent: &str) -> ClientPlace {
         ClientPlace {
-            coord: Some(Coord { lat, lon }),
+            unit: Some(Coord { lat, lon }.unit()),
             country: Code2::parse(country),
             continent: Code2::parse(continent),
         }

@@ -12,13 +12,14 @@ pub mod hash;
 pub mod round_robin;
 pub mod weighted;
 
-use crate::geo::{Code2, Coord};
+use crate::geo::{Code2, Unit};
 use crate::model::{MAX_POOL_SITES, RegionKey, SiteIdx};
 
 /// What the policies need to know of a site.
 #[derive(Clone, Debug)]
 pub struct SiteFacts {
-    pub coord: Option<Coord>,
+    /// Where the site is, prepared for distance comparisons.
+    pub unit: Option<Unit>,
     pub weight: u32,
     /// A stable hash of the site's name, for rendezvous hashing: a site keeps its
     /// clients across reloads and restarts as long as its name stays.
@@ -46,7 +47,7 @@ impl Candidates {
 /// The client as the policies see it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientPlace {
-    pub coord: Option<Coord>,
+    pub unit: Option<Unit>,
     pub country: Option<Code2>,
     pub continent: Option<Code2>,
 }
@@ -108,10 +109,13 @@ pub(crate) mod testing {
             .iter()
             .enumerate()
             .map(|(i, (lat, lon))| SiteFacts {
-                coord: Some(Coord {
-                    lat: *lat,
-                    lon: *lon,
-                }),
+                unit: Some(
+                    crate::geo::Coord {
+                        lat: *lat,
+                        lon: *lon,
+                    }
+                    .unit(),
+                ),
                 weight: 1,
                 name_hash: crate::policy::hash::name_hash(&format!("site{i}")),
             })

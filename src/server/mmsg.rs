@@ -6,7 +6,7 @@
 //! per socket thread) and re-points the headers at them before each call, so no pointer
 //! outlives or escapes a call. The rest of the server sees a safe API: `recv`, then
 //! `exchange` per datagram (query bytes and peer in, reply written into a slot), then
-//! `send`.
+//! `send`. `omit_path_mtu` is here too: one `setsockopt` that socket2 does not wrap.
 
 // A packet reaches everything here: no unwrap, no expect.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -191,6 +191,43 @@ impl Batch {
         }
         self.queued = 0;
     }
+}
+
+/// Sends replies without consulting or recording path-MTU state (`IP_PMTUDISC_OMIT`,
+/// `IPV6_PMTUDISC_OMIT`): a reply larger than a learned path MTU is fragmented rather
+/// than dropped, so forged ICMP "fragmentation needed" messages cannot lower the size
+/// of our answers or make them fragment on demand, and the kernel skips a per-send
+/// MTU lookup. DNS servers commonly do this (gdnsd, BIND, Knot); our UDP replies are
+/// bounded by the client's EDNS payload size, not by the path.
+pub fn omit_path_mtu(socket: &UdpSocket, v6: bool) -> io::Result<()> {
+    let (level, name, value) = if v6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_OMIT,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_OMIT,
+        )
+    };
+    // SAFETY: `value` is a live `c_int` for the whole call and its true size is passed;
+    // the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The sender of a datagram, from the address the kernel wrote.

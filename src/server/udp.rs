@@ -38,7 +38,10 @@ pub fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     // Room for bursts: a full queue drops queries silently.
     let _ = socket.set_recv_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
-    Ok(socket.into())
+    let socket: UdpSocket = socket.into();
+    #[cfg(target_os = "linux")]
+    super::mmsg::omit_path_mtu(&socket, addr.is_ipv6())?;
+    Ok(socket)
 }
 
 /// Serves one socket on the calling thread until `stop` is set (checked at least every
