@@ -71,11 +71,38 @@ impl Hasher for NameHasher {
     }
 }
 
+/// A set of key lengths (a key is at most 255 bytes). The walks up a name's suffixes
+/// (`Snapshot::find_zone`, `lookup::find_cut`) look a suffix up only when some key in
+/// the map has its length, so most of a name's suffixes cost a bit test, not a hash.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyLens([u64; 4]);
+
+impl KeyLens {
+    pub fn insert(&mut self, len: usize) {
+        if let Some(word) = self.0.get_mut(len / 64) {
+            *word |= 1 << (len % 64);
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, len: usize) -> bool {
+        self.0
+            .get(len / 64)
+            .is_some_and(|word| word & (1 << (len % 64)) != 0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+}
+
 /// Everything one query reads.
 pub struct Snapshot {
     pub zones: Box<[ZoneSnap]>,
     /// Origin (lower-case wire format) to index in `zones`.
     pub by_origin: NameMap<usize>,
+    /// The lengths of the keys in `by_origin`.
+    pub origin_lens: KeyLens,
     pub geo: Option<Arc<GeoDb>>,
 }
 
@@ -120,7 +147,9 @@ pub struct StaticZone {
     /// RFC 2308 section 5: the TTL of a negative answer is min(SOA TTL, SOA minimum).
     pub negative_ttl: u32,
     pub nodes: NameMap<Node>,
-    pub has_delegations: bool,
+    /// The key lengths of the delegation points (nodes with NS below the origin); empty
+    /// when the zone delegates nothing.
+    pub cut_lens: KeyLens,
     pub has_wildcards: bool,
     pub sites: Box<[SiteSnap]>,
     pub facts: Box<[SiteFacts]>,
@@ -218,12 +247,12 @@ pub fn compile_static(zone: &Zone) -> StaticZone {
             .or_default()
             .push(record.clone());
     }
-    let mut has_delegations = false;
+    let mut cut_lens = KeyLens::default();
     for ((key, rtype), records) in by_type {
         let node = nodes.entry(key.clone()).or_default();
         if rtype == RecordType::NS && *key != *origin_key {
             node.delegation = true;
-            has_delegations = true;
+            cut_lens.insert(key.len());
         }
         node.rrsets.push((rtype, records.into_boxed_slice()));
     }
@@ -251,7 +280,7 @@ pub fn compile_static(zone: &Zone) -> StaticZone {
         soa: zone.soa.clone(),
         negative_ttl,
         nodes,
-        has_delegations,
+        cut_lens,
         has_wildcards,
         sites: zone.sites.iter().map(site_snap).collect(),
         facts: zone
@@ -420,14 +449,19 @@ fn candidates(
 
 impl Snapshot {
     pub fn new(zones: Vec<ZoneSnap>, geo: Option<Arc<GeoDb>>) -> Snapshot {
-        let by_origin = zones
+        let by_origin: NameMap<usize> = zones
             .iter()
             .enumerate()
             .map(|(i, z)| (z.zone.origin_key.clone(), i))
             .collect();
+        let mut origin_lens = KeyLens::default();
+        for key in by_origin.keys() {
+            origin_lens.insert(key.len());
+        }
         Snapshot {
             zones: zones.into_boxed_slice(),
             by_origin,
+            origin_lens,
             geo,
         }
     }
@@ -441,7 +475,9 @@ impl Snapshot {
     pub fn find_zone(&self, key: &[u8]) -> Option<&ZoneSnap> {
         let mut current = key;
         loop {
-            if let Some(&idx) = self.by_origin.get(current) {
+            if self.origin_lens.contains(current.len())
+                && let Some(&idx) = self.by_origin.get(current)
+            {
                 return self.zones.get(idx);
             }
             current = parent_key(current)?;

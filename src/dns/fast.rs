@@ -64,7 +64,9 @@ pub fn fast_respond(
     src: IpAddr,
     out: &mut [u8],
 ) -> Option<usize> {
-    let question = parse(query)?;
+    let mut key_buf = [0u8; 255];
+    let question = parse(query, &mut key_buf)?;
+    let key = key_buf.get(..question.key_len)?;
     let client = Client::new(src, question.edns.and_then(|e| e.ecs));
     let limit = match question.edns {
         Some(edns) => edns.payload.clamp(512, MAX_UDP_PAYLOAD),
@@ -73,11 +75,11 @@ pub fn fast_respond(
     let end = usize::from(limit).min(out.len());
     let mut w = Writer::new(out.get_mut(..end)?);
     w.put(&[0; 12])?;
-    w.name(Labels::wire(question.qname))?;
+    w.question_name(question.qname)?;
     w.u16(question.qtype)?;
     w.u16(CLASS_IN)?;
-    let outcome = match snapshot.find_zone(question.key()) {
-        Some(zone) => answer(snapshot, zone, &question, &client, &mut w)?,
+    let outcome = match snapshot.find_zone(key) {
+        Some(zone) => answer(snapshot, zone, &question, key, &client, &mut w)?,
         // Not ours: REFUSED, not authoritative, nothing but the question (and OPT).
         None => Outcome {
             rcode: RCODE_REFUSED,
@@ -116,17 +118,11 @@ struct Question<'q> {
     flags: [u8; 2],
     /// The name as sent: uncompressed labels and the root.
     qname: &'q [u8],
-    /// The lower-case wire form (`snapshot::wire_key`), for the zone's maps.
-    key: [u8; 255],
+    /// The length of the name's lower-case wire form (`snapshot::wire_key`), which
+    /// `parse` writes into the caller's buffer, for the zone's maps.
     key_len: usize,
     qtype: u16,
     edns: Option<Opt>,
-}
-
-impl Question<'_> {
-    fn key(&self) -> &[u8] {
-        &self.key[..self.key_len]
-    }
 }
 
 #[derive(Clone, Copy)]
@@ -141,7 +137,7 @@ fn u16_at(bytes: &[u8], pos: usize) -> Option<u16> {
 }
 
 /// Reads the shapes we answer; `None` for everything else.
-fn parse(query: &[u8]) -> Option<Question<'_>> {
+fn parse<'q>(query: &'q [u8], key: &mut [u8; 255]) -> Option<Question<'q>> {
     let head = query.get(..12)?;
     // QR clear and opcode QUERY.
     if head[2] & 0xf8 != 0 {
@@ -156,7 +152,7 @@ fn parse(query: &[u8]) -> Option<Question<'_>> {
     if counts[..3] != [1, 0, 0] || counts[3] > 1 {
         return None;
     }
-    let (qname, key, key_len) = read_qname(query, 12)?;
+    let (qname, key_len) = read_qname(query, 12, key)?;
     let pos = 12 + qname.len();
     let qtype = u16_at(query, pos)?;
     if !matches!(qtype, TYPE_A | TYPE_AAAA) || u16_at(query, pos + 2)? != CLASS_IN {
@@ -171,7 +167,6 @@ fn parse(query: &[u8]) -> Option<Question<'_>> {
         id: u16_at(head, 0)?,
         flags: [head[2], head[3]],
         qname,
-        key,
         key_len,
         qtype,
         edns,
@@ -179,9 +174,9 @@ fn parse(query: &[u8]) -> Option<Question<'_>> {
 }
 
 /// The question name: plain labels of letters, digits, `-` and `_` (names with other
-/// bytes or compression pointers go to `respond`), and its lower-case key.
-fn read_qname(query: &[u8], start: usize) -> Option<(&[u8], [u8; 255], usize)> {
-    let mut key = [0u8; 255];
+/// bytes or compression pointers go to `respond`), and the length of its lower-case
+/// key, written into `key` (which must be all zeros).
+fn read_qname<'q>(query: &'q [u8], start: usize, key: &mut [u8; 255]) -> Option<(&'q [u8], usize)> {
     let mut pos = start;
     let mut n_labels = 0;
     loop {
@@ -209,7 +204,7 @@ fn read_qname(query: &[u8], start: usize) -> Option<(&[u8], [u8; 255], usize)> {
     if key_len > 255 {
         return None;
     }
-    Some((query.get(start..=pos)?, key, key_len))
+    Some((query.get(start..=pos)?, key_len))
 }
 
 /// The OPT record (RFC 6891): owner root, version 0, no extended rcode, no flags but DO,
@@ -303,17 +298,18 @@ impl Outcome {
     }
 }
 
-/// The owner of the records being written: the question's spelling, or a CNAME target.
+/// The owner of the records being written: the question's name as sent (the wire
+/// bytes `Writer::question_name` wrote), or a CNAME target.
 #[derive(Clone, Copy)]
 enum Owner<'a> {
-    Wire(&'a [u8]),
+    Question(&'a [u8]),
     Name(&'a Name),
 }
 
 impl<'a> Owner<'a> {
     fn labels(self) -> Labels<'a> {
         match self {
-            Owner::Wire(wire) => Labels::wire(wire),
+            Owner::Question(wire) => Labels::wire(wire),
             Owner::Name(name) => Labels::Name(name.iter()),
         }
     }
@@ -326,14 +322,15 @@ fn answer(
     snapshot: &Snapshot,
     zone: &ZoneSnap,
     question: &Question<'_>,
+    question_key: &[u8],
     client: &Client,
     w: &mut Writer<'_>,
 ) -> Option<Outcome> {
     let z = &zone.zone;
     let v4 = question.qtype == TYPE_A;
-    let mut owner = Owner::Wire(question.qname);
+    let mut owner = Owner::Question(question.qname);
     let mut key_buf = [0u8; 255];
-    let mut key: &[u8] = question.key();
+    let mut key: &[u8] = question_key;
     let mut scope = 0u8;
     for _ in 0..MAX_CNAME_CHAIN {
         let target = match step(snapshot, zone, key, owner, v4, client, &mut scope, w)? {
@@ -368,7 +365,7 @@ fn step<'z>(
     w: &mut Writer<'_>,
 ) -> Option<Step<'z>> {
     let z = &zone.zone;
-    if z.has_delegations && lookup::find_cut(z, key).is_some() {
+    if !z.cut_lens.is_empty() && lookup::find_cut(z, key).is_some() {
         return None;
     }
     if let Some(node) = z.nodes.get(key) {
@@ -552,6 +549,9 @@ struct Writer<'o> {
     pointers: [(u16, u16); MAX_POINTERS],
     n_pointers: usize,
     n_names: usize,
+    /// Whether the question's name is written at offset 12 with at least one label, so
+    /// that `Owner::Question` compresses to a pointer to it.
+    question_at_12: bool,
     answers: u16,
     authority: u16,
 }
@@ -564,6 +564,7 @@ impl<'o> Writer<'o> {
             pointers: [(0, 0); MAX_POINTERS],
             n_pointers: 0,
             n_names: 0,
+            question_at_12: false,
             answers: 0,
             authority: 0,
         }
@@ -625,8 +626,48 @@ impl<'o> Writer<'o> {
         self.put(&[0])
     }
 
+    /// The question's name, the first name in the message: what `name` does, with
+    /// nothing before it to match. It is copied as is, and each of its suffixes becomes
+    /// a compression target (none can match another: their lengths differ).
+    fn question_name(&mut self, qname: &[u8]) -> Option<()> {
+        if self.pos != 12 || self.n_names != 0 || qname.len() <= 1 {
+            return self.name(Labels::wire(qname));
+        }
+        self.n_names += 1;
+        self.put(qname)?;
+        // Without the root byte, as `name` measures a suffix.
+        let end = self.pos - 1;
+        let mut at = 12;
+        while at < end {
+            if self.n_pointers < MAX_POINTERS {
+                self.pointers[self.n_pointers] =
+                    (u16::try_from(at).ok()?, u16::try_from(end - at).ok()?);
+                self.n_pointers += 1;
+            }
+            at += 1 + usize::from(*self.buf.get(at)?);
+        }
+        self.question_at_12 = true;
+        Some(())
+    }
+
+    /// An owner name: `name`, except that the question's own name, written first at
+    /// offset 12, is always a pointer to it (its whole name is the first target
+    /// `name` would find), so it is written as one without the search.
+    fn owner(&mut self, owner: Owner<'_>) -> Option<()> {
+        if let Owner::Question(_) = owner
+            && self.question_at_12
+        {
+            if self.n_names >= MAX_NAMES {
+                return None;
+            }
+            self.n_names += 1;
+            return self.u16(0xc00c);
+        }
+        self.name(owner.labels())
+    }
+
     fn record(&mut self, owner: Owner<'_>, rtype: u16, ttl: u32, rdata: Rdata<'_>) -> Option<()> {
-        self.name(owner.labels())?;
+        self.owner(owner)?;
         self.u16(rtype)?;
         self.u16(CLASS_IN)?;
         self.u32(ttl)?;
@@ -643,7 +684,7 @@ impl<'o> Writer<'o> {
     }
 
     fn authority_record(&mut self, owner: Owner<'_>, ttl: u32, soa: &SOA) -> Option<()> {
-        self.name(owner.labels())?;
+        self.owner(owner)?;
         self.u16(TYPE_SOA)?;
         self.u16(CLASS_IN)?;
         self.u32(ttl)?;

@@ -133,7 +133,7 @@ fn step(
     answer: &mut Answer,
 ) -> Step {
     let z = &zone.zone;
-    if z.has_delegations
+    if !z.cut_lens.is_empty()
         && let Some(cut) = find_cut(z, key)
     {
         referral(z, cut, answer);
@@ -159,7 +159,9 @@ pub(crate) fn find_cut<'z>(zone: &'z StaticZone, key: &'z [u8]) -> Option<&'z [u
     let mut cut = None;
     let mut current = key;
     while current.len() > zone.origin_key.len() {
-        if zone.nodes.get(current).is_some_and(|n| n.delegation) {
+        if zone.cut_lens.contains(current.len())
+            && zone.nodes.get(current).is_some_and(|n| n.delegation)
+        {
             cut = Some(current);
         }
         current = parent_key(current)?;
