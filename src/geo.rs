@@ -7,6 +7,7 @@
 //! once per DNS query and must stay well under a microsecond.
 
 pub mod demo;
+mod v4;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -15,6 +16,7 @@ use std::hash::BuildHasherDefault;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use maxminddb::{LookupResult, MaxMindDbError, Reader, WithinOptions};
 use serde::Deserialize;
@@ -168,7 +170,9 @@ type Places = HashMap<usize, Option<Place>, BuildHasherDefault<NameHasher>>;
 
 /// A MaxMind DB held in memory, ready for lookups from many threads at once.
 pub struct GeoDb {
-    reader: Reader<Vec<u8>>,
+    reader: Reader<v4::Shared>,
+    /// The fast IPv4 walk; `None` only for a tree it does not understand.
+    v4: Option<v4::Index>,
     /// The place of every record the search tree points at, keyed by the
     /// record's offset in the data section. Decoding a City record means
     /// skipping names in a dozen languages and takes several times longer
@@ -202,10 +206,12 @@ impl GeoDb {
     /// Like [`GeoDb::open`] for a database already in memory; `name` only
     /// labels errors.
     pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<GeoDb, GeoError> {
-        let reader = Reader::from_source(bytes).map_err(|error| GeoError::Invalid {
-            name: name.to_owned(),
-            error,
-        })?;
+        let bytes: Arc<[u8]> = bytes.into();
+        let reader =
+            Reader::from_source(v4::Shared(bytes.clone())).map_err(|error| GeoError::Invalid {
+                name: name.to_owned(),
+                error,
+            })?;
         let database_type = &reader.metadata().database_type;
         if !is_supported_type(database_type) {
             return Err(GeoError::Unsupported {
@@ -217,7 +223,14 @@ impl GeoDb {
             name: name.to_owned(),
             error,
         })?;
-        Ok(GeoDb { reader, places })
+        let meta = reader.metadata();
+        let v4 = v4::Index::build(
+            bytes,
+            meta.record_size,
+            meta.node_count,
+            meta.ip_version == 6,
+        );
+        Ok(GeoDb { reader, v4, places })
     }
 
     /// The `database_type` from the database's metadata, e.g. `GeoIP2-City`.
@@ -237,6 +250,31 @@ impl GeoDb {
         // `::ffff:a.b.c.d` is how a dual-stack socket shows an IPv4 client;
         // its prefix must be reported, and looked up, in IPv4 terms.
         let ip = ip.to_canonical();
+        if let IpAddr::V4(v4) = ip
+            && let Some(located) = self.lookup_v4(v4)
+        {
+            return located;
+        }
+        self.lookup_reader(ip)
+    }
+
+    /// `lookup` of an IPv4 address through the table walk; `None` when the walk cannot
+    /// tell (then the reader decides).
+    fn lookup_v4(&self, ip: std::net::Ipv4Addr) -> Option<Located> {
+        match self.v4.as_ref()?.walk(u32::from(ip))? {
+            v4::Found::Empty { prefix_len } => Some(Located {
+                place: None,
+                prefix_len,
+            }),
+            v4::Found::Data { offset, prefix_len } => Some(Located {
+                place: *self.places.get(&offset)?,
+                prefix_len,
+            }),
+        }
+    }
+
+    /// `lookup` through maxminddb's own walk: the reference, and the way for IPv6.
+    fn lookup_reader(&self, ip: IpAddr) -> Located {
         if ip.is_ipv6() && !self.has_ipv6() {
             return NOT_FOUND;
         }
@@ -271,7 +309,7 @@ const NOT_FOUND: Located = Located {
 /// Decodes every record the search tree points at, once each. Fails only if
 /// the tree itself is broken; a record that does not decode is "no place",
 /// as it would be in a lookup.
-fn decode_all(reader: &Reader<Vec<u8>>) -> Result<Places, MaxMindDbError> {
+fn decode_all(reader: &Reader<v4::Shared>) -> Result<Places, MaxMindDbError> {
     let mut places = Places::default();
     for network in reader.networks(WithinOptions::default())? {
         let result = network?;
@@ -284,7 +322,7 @@ fn decode_all(reader: &Reader<Vec<u8>>) -> Result<Places, MaxMindDbError> {
     Ok(places)
 }
 
-fn decode_place(result: &LookupResult<'_, Vec<u8>>) -> Option<Place> {
+fn decode_place(result: &LookupResult<'_, v4::Shared>) -> Option<Place> {
     match result.decode::<Record<'_>>() {
         Ok(Some(record)) => record.place(),
         Ok(None) | Err(_) => None,
@@ -572,6 +610,41 @@ mod tests {
             }
             assert!(checked > 100, "{checked}");
             assert!(!db.places.is_empty());
+        }
+    }
+
+    /// The IPv4 table walk gives what maxminddb's walk gives, for the first, a middle
+    /// and the last address of every IPv4 network and for addresses spread over the
+    /// whole space, in IPv6 (city, country) and IPv4-only (demo) databases.
+    #[test]
+    fn ipv4_walk_matches_the_reader() {
+        let demo_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/demo.mmdb");
+        for db in [city(), country(), GeoDb::open(&demo_path).unwrap()] {
+            assert!(db.v4.is_some(), "{}", db.database_type());
+            let mut addrs: Vec<u32> = (0..1u64 << 32)
+                .step_by(9_973_217)
+                .map(|a| a as u32)
+                .collect();
+            for network in db.reader.networks(WithinOptions::default()).unwrap() {
+                let net = network.unwrap().network().unwrap();
+                let (IpAddr::V4(first), IpAddr::V4(last)) = (net.network(), net.broadcast()) else {
+                    continue;
+                };
+                let (first, last) = (u32::from(first), u32::from(last));
+                addrs.extend([first, first + (last - first) / 2, last]);
+            }
+            let spread = (1u64 << 32).div_ceil(9_973_217) as usize;
+            assert!(addrs.len() > spread + 30, "{}", addrs.len());
+            for addr in addrs {
+                let v4 = std::net::Ipv4Addr::from(addr);
+                let expected = db.lookup_reader(IpAddr::V4(v4));
+                assert_eq!(
+                    db.lookup_v4(v4),
+                    Some(expected),
+                    "{v4} in {}",
+                    db.database_type()
+                );
+            }
         }
     }
 

@@ -42,17 +42,41 @@ pub fn order(
         }
         return;
     };
-    let n = cands.sites.len().min(MAX_POOL_SITES);
     // Nearest first is most `closeness` first (the cosine of the angle to the client);
-    // unlocated sites get -inf, after every located one.
+    // unlocated sites get -inf, after every located one. Ties (and unlocated sites)
+    // keep their configured order.
+    let n = cands.sites.len().min(MAX_POOL_SITES);
+    let closeness = |i: usize| {
+        cands
+            .sites
+            .get(i)
+            .and_then(|&site| facts.get(usize::from(site)))
+            .and_then(|f| f.unit)
+            .map_or(f64::NEG_INFINITY, |u| client.closeness(&u))
+    };
+    if want.saturating_mul(n) <= SELECT_LIMIT {
+        // Few answers from few sites (the common case): pick the nearest remaining site
+        // `want` times, with no array to fill and sort.
+        let mut taken = 0u64;
+        while out.len() < want {
+            let mut best: Option<(usize, f64)> = None;
+            for i in (0..n).filter(|i| taken & (1 << i) == 0) {
+                let c = closeness(i);
+                if best.is_none_or(|(_, b)| c.total_cmp(&b).is_gt()) {
+                    best = Some((i, c));
+                }
+            }
+            let Some((i, _)) = best else {
+                return;
+            };
+            taken |= 1 << i;
+            out.push(cands.sites[i]);
+        }
+        return;
+    }
     let mut by_distance = [(0f64, 0usize, 0u16); MAX_POOL_SITES];
     for (i, &site) in cands.sites.iter().take(n).enumerate() {
-        let closeness = facts
-            .get(usize::from(site))
-            .and_then(|f| f.unit)
-            .map_or(f64::NEG_INFINITY, |u| client.closeness(&u));
-        // Ties (and unlocated sites) keep their configured order.
-        by_distance[i] = (closeness, i, site);
+        by_distance[i] = (closeness(i), i, site);
     }
     let by_distance = &mut by_distance[..n];
     by_distance.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -63,6 +87,10 @@ pub fn order(
         out.push(site);
     }
 }
+
+/// Up to this many closeness computations (answers wanted times candidate sites), the
+/// nearest sites are selected one by one; past it, all are sorted once.
+const SELECT_LIMIT: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -132,5 +160,93 @@ mod tests {
         assert_eq!(run(&c, None, 3), vec![0, 1, 2]);
         c.regions = vec![(RegionKey::Default, vec![2].into())].into();
         assert_eq!(run(&c, None, 3), vec![2, 0, 1]);
+    }
+
+    /// Selecting site by site (few answers) and sorting (many) give the same order as a
+    /// plain sort by closeness, with ties, unlocated sites and a region list mixed in.
+    #[test]
+    fn selection_and_sort_agree_with_a_full_sort() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..200 {
+            let n = 1 + (next() % 40) as usize;
+            let facts: Vec<SiteFacts> = (0..n)
+                .map(|i| SiteFacts {
+                    // Few distinct places, so that ties are common; some unlocated.
+                    unit: (next() % 5 != 0).then(|| {
+                        let k = (next() % 7) as f64;
+                        Coord {
+                            lat: -60.0 + 20.0 * k,
+                            lon: -170.0 + 50.0 * k,
+                        }
+                        .unit()
+                    }),
+                    weight: 1,
+                    name_hash: i as u64,
+                })
+                .collect();
+            let mut c = cands(&(0..n as u16).rev().collect::<Vec<_>>());
+            if round % 3 == 0 {
+                c.regions =
+                    vec![(RegionKey::Default, vec![(next() % n as u64) as u16].into())].into();
+            }
+            let client = ClientPlace {
+                unit: Some(
+                    Coord {
+                        lat: 10.0,
+                        lon: 20.0,
+                    }
+                    .unit(),
+                ),
+                country: None,
+                continent: None,
+            };
+            let client = if round % 3 == 0 { None } else { Some(client) };
+            let mut sorted: Vec<(f64, usize, u16)> = c
+                .sites
+                .iter()
+                .enumerate()
+                .map(|(i, &site)| {
+                    let closeness =
+                        match (client.and_then(|p| p.unit), facts[usize::from(site)].unit) {
+                            (Some(a), Some(b)) => a.closeness(&b),
+                            _ => f64::NEG_INFINITY,
+                        };
+                    (closeness, i, site)
+                })
+                .collect();
+            if client.is_some() {
+                sorted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            }
+            for want in 1..=n {
+                let mut expected = Picks::default();
+                let region = if client.is_none() {
+                    c.region(RegionKey::Default)
+                } else {
+                    None
+                };
+                for &site in region
+                    .unwrap_or(&[])
+                    .iter()
+                    .chain(sorted.iter().map(|s| &s.2))
+                {
+                    if expected.len() < want {
+                        expected.push(site);
+                    }
+                }
+                let mut got = Picks::default();
+                order(&c, &facts, client.as_ref(), want, &mut got);
+                assert_eq!(
+                    got.as_slice(),
+                    expected.as_slice(),
+                    "round {round}, want {want}"
+                );
+            }
+        }
     }
 }

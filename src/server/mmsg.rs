@@ -29,8 +29,10 @@ pub const SLOT: usize = 4096;
 pub struct Batch {
     rx: Box<[u8]>,
     tx: Box<[u8]>,
+    /// Each received datagram's sender; its reply is sent back to the same storage.
     rx_names: Box<[libc::sockaddr_storage]>,
-    tx_names: Box<[libc::sockaddr_storage]>,
+    /// For each queued reply, the received datagram it answers.
+    tx_from: [usize; BATCH],
     rx_iov: Box<[libc::iovec]>,
     tx_iov: Box<[libc::iovec]>,
     rx_hdrs: Box<[libc::mmsghdr]>,
@@ -64,7 +66,7 @@ impl Default for Batch {
             rx: vec![0; BATCH * SLOT].into_boxed_slice(),
             tx: vec![0; BATCH * SLOT].into_boxed_slice(),
             rx_names: (0..BATCH).map(|_| zeroed_storage()).collect(),
-            tx_names: (0..BATCH).map(|_| zeroed_storage()).collect(),
+            tx_from: [0; BATCH],
             rx_iov: (0..BATCH).map(|_| empty_iov()).collect(),
             tx_iov: (0..BATCH).map(|_| empty_iov()).collect(),
             rx_hdrs: (0..BATCH).map(|_| zeroed_hdr()).collect(),
@@ -142,7 +144,7 @@ impl Batch {
         let Some(reply_len) = answer(query, peer, slot) else {
             return;
         };
-        self.tx_names[j] = self.rx_names[i];
+        self.tx_from[j] = i;
         self.tx_iov[j].iov_len = reply_len.min(SLOT);
         self.tx_hdrs[j].msg_hdr.msg_namelen = hdr.msg_hdr.msg_namelen;
         self.queued += 1;
@@ -154,7 +156,8 @@ impl Batch {
         for j in 0..self.queued {
             self.tx_iov[j].iov_base = self.tx[j * SLOT..].as_mut_ptr().cast();
             let hdr = &mut self.tx_hdrs[j];
-            hdr.msg_hdr.msg_name = (&raw mut self.tx_names[j]).cast();
+            let from = self.tx_from[j].min(BATCH - 1);
+            hdr.msg_hdr.msg_name = (&raw mut self.rx_names[from]).cast();
             hdr.msg_hdr.msg_iov = &raw mut self.tx_iov[j];
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_control = std::ptr::null_mut();
@@ -164,8 +167,8 @@ impl Batch {
         let mut sent = 0;
         while sent < self.queued {
             let rest = &mut self.tx_hdrs[sent..self.queued];
-            // SAFETY: `rest` holds initialised headers, each pointing at its own name
-            // storage (`msg_namelen` as received for that peer), its own iovec, and that
+            // SAFETY: `rest` holds initialised headers, each pointing at the name storage
+            // of the datagram it answers (`msg_namelen` as received), its own iovec, and that
             // iovec at at most SLOT bytes of its own region of `tx`; all owned by `self`
             // and not moved during the call. The kernel only reads them (and writes
             // `msg_len`).
