@@ -5,7 +5,7 @@
 //! writes (datagram slots, address storage, `iovec`s and `mmsghdr`s, all allocated once
 //! per socket thread) and re-points the headers at them before each call, so no pointer
 //! outlives or escapes a call. The rest of the server sees a safe API: `recv`, then
-//! `exchange` per datagram (query bytes and peer in, reply written into a slot), then
+//! `exchange` per datagram (query bytes and peer in, reply written over its slot), then
 //! `send`. `omit_path_mtu` is here too: one `setsockopt` that socket2 does not wrap.
 
 // A packet reaches everything here: no unwrap, no expect.
@@ -18,7 +18,7 @@ use std::os::fd::AsRawFd;
 
 /// Datagrams per system call: enough to amortise the call under load, small enough that
 /// the buffers (`BATCH * SLOT` bytes each way) stay in cache.
-pub const BATCH: usize = 32;
+pub const BATCH: usize = 16;
 
 /// Bytes per datagram slot. Queries are far smaller (a question and an OPT), and our
 /// UDP replies are at most `dns::MAX_UDP_PAYLOAD` plus an echoed question; a datagram
@@ -26,9 +26,18 @@ pub const BATCH: usize = 32;
 /// a real query that size.
 pub const SLOT: usize = 4096;
 
+/// Distance between slots: a slot and a cache line. Slots a multiple of 4 KiB apart
+/// would all fall in the same few sets of the L1 cache and evict one another while the
+/// kernel copies a batch in or out; one line of offset per slot spreads them.
+const STRIDE: usize = SLOT + 64;
+
 pub struct Batch {
+    /// The datagram slots. A reply is written over its query, in the same slot, as the
+    /// kernel reads it from there: one buffer per datagram, half the memory to keep in
+    /// cache, and the lines the kernel just wrote are the ones it reads back.
     rx: Box<[u8]>,
-    tx: Box<[u8]>,
+    /// The query being answered, copied out of its slot before the reply overwrites it.
+    query: Box<[u8]>,
     /// Each received datagram's sender; its reply is sent back to the same storage.
     rx_names: Box<[libc::sockaddr_storage]>,
     /// For each queued reply, the received datagram it answers.
@@ -63,8 +72,8 @@ fn empty_iov() -> libc::iovec {
 impl Default for Batch {
     fn default() -> Self {
         Batch {
-            rx: vec![0; BATCH * SLOT].into_boxed_slice(),
-            tx: vec![0; BATCH * SLOT].into_boxed_slice(),
+            rx: vec![0; BATCH * STRIDE].into_boxed_slice(),
+            query: vec![0; SLOT].into_boxed_slice(),
             rx_names: (0..BATCH).map(|_| zeroed_storage()).collect(),
             tx_from: [0; BATCH],
             rx_iov: (0..BATCH).map(|_| empty_iov()).collect(),
@@ -85,7 +94,7 @@ impl Batch {
         self.queued = 0;
         for i in 0..BATCH {
             self.rx_iov[i] = libc::iovec {
-                iov_base: self.rx[i * SLOT..].as_mut_ptr().cast(),
+                iov_base: self.rx[i * STRIDE..].as_mut_ptr().cast(),
                 iov_len: SLOT,
             };
             let hdr = &mut self.rx_hdrs[i];
@@ -138,15 +147,17 @@ impl Batch {
             return;
         };
         let len = (hdr.msg_len as usize).min(SLOT);
-        let query = &self.rx[i * SLOT..i * SLOT + len];
-        let j = self.queued;
-        let slot = &mut self.tx[j * SLOT..(j + 1) * SLOT];
+        let namelen = hdr.msg_hdr.msg_namelen;
+        let slot = &mut self.rx[i * STRIDE..i * STRIDE + SLOT];
+        let query = &mut self.query[..len];
+        query.copy_from_slice(&slot[..len]);
         let Some(reply_len) = answer(query, peer, slot) else {
             return;
         };
+        let j = self.queued;
         self.tx_from[j] = i;
         self.tx_iov[j].iov_len = reply_len.min(SLOT);
-        self.tx_hdrs[j].msg_hdr.msg_namelen = hdr.msg_hdr.msg_namelen;
+        self.tx_hdrs[j].msg_hdr.msg_namelen = namelen;
         self.queued += 1;
     }
 
@@ -154,9 +165,9 @@ impl Batch {
     /// buffer) is skipped; it concerns one client and must not stop the others.
     pub fn send(&mut self, socket: &UdpSocket) {
         for j in 0..self.queued {
-            self.tx_iov[j].iov_base = self.tx[j * SLOT..].as_mut_ptr().cast();
-            let hdr = &mut self.tx_hdrs[j];
             let from = self.tx_from[j].min(BATCH - 1);
+            self.tx_iov[j].iov_base = self.rx[from * STRIDE..].as_mut_ptr().cast();
+            let hdr = &mut self.tx_hdrs[j];
             hdr.msg_hdr.msg_name = (&raw mut self.rx_names[from]).cast();
             hdr.msg_hdr.msg_iov = &raw mut self.tx_iov[j];
             hdr.msg_hdr.msg_iovlen = 1;
@@ -168,16 +179,17 @@ impl Batch {
         while sent < self.queued {
             let rest = &mut self.tx_hdrs[sent..self.queued];
             // SAFETY: `rest` holds initialised headers, each pointing at the name storage
-            // of the datagram it answers (`msg_namelen` as received), its own iovec, and that
-            // iovec at at most SLOT bytes of its own region of `tx`; all owned by `self`
-            // and not moved during the call. The kernel only reads them (and writes
-            // `msg_len`).
+            // of the datagram it answers (`msg_namelen` as received), its own iovec, and
+            // that iovec at at most SLOT bytes of that datagram's slot in `rx`; all owned
+            // by `self` and not moved during the call. The kernel only reads them (and
+            // writes `msg_len`). MSG_DONTWAIT: a full send buffer drops a reply rather
+            // than stall the thread and every query behind it.
             let n = unsafe {
                 libc::sendmmsg(
                     socket.as_raw_fd(),
                     rest.as_mut_ptr(),
                     rest.len() as libc::c_uint,
-                    0,
+                    libc::MSG_DONTWAIT,
                 )
             };
             if n < 0 {
