@@ -35,7 +35,10 @@
 #   ECS                client subnet sent in geo_ecs [89.160.20.112/28 (SE)]
 #   CLIENTS            dnsperf -c [4]      OUTSTANDING  dnsperf -q [100]
 #   QPS                dnsperf -Q (empty = unlimited) [empty]
-#   SERVER_CPU         core for all servers [0]   CLIENT_CPU  core for dnsperf [1]
+#   SERVER_CPU         core(s) for all servers [0]   CLIENT_CPU  core(s) for dnsperf [1]
+#                      (taskset lists: SERVER_CPU=0,1 CLIENT_CPU=0,1 leaves both unpinned)
+#   THREADS            UDP threads of gdnsd, knot, nsd (processes) and pdns (receivers) [1];
+#                      give geolb as many with udp_sockets (conf/geolb/bench2.toml has 2)
 #   BASE_PORT          first DNS port [5301]: gdnsd +0, pdns +1, knot +2, nsd +3, pdns_fresh +4
 #   HC_PORT            HTTP health-check port on 127.0.2.1-4 [18080]
 #   GEOLB_CMD          extra server command line; it must serve example.test as
@@ -73,6 +76,7 @@ CLIENTS=${CLIENTS:-4}
 OUTSTANDING=${OUTSTANDING:-100}
 QPS=${QPS:-}
 SERVER_CPU=${SERVER_CPU:-0}
+THREADS=${THREADS:-1}
 CLIENT_CPU=${CLIENT_CPU:-1}
 BASE_PORT=${BASE_PORT:-5301}
 HC_PORT=${HC_PORT:-18080}
@@ -174,7 +178,7 @@ start_backend() {  # site
 render() {  # template output port peer-dir
   sed -e "s#@DIR@#$4#g" -e "s#@ZONES@#$WORK/zones#g" -e "s#@PORT@#$3#g" \
       -e "s#@HCPORT@#$HC_PORT#g" -e "s#@GEOIP@#$GEOIP_DIR#g" \
-      -e "s#@LUAMODE@#${LUAMODE:-shared}#g" "$1" > "$2"
+      -e "s#@LUAMODE@#${LUAMODE:-shared}#g" -e "s#@THREADS@#$THREADS#g" "$1" > "$2"
 }
 
 mkdir -p "$WORK/zones"
