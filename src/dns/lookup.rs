@@ -283,7 +283,9 @@ fn answer_pool(
     client: &Client,
     answer: &mut Answer,
 ) -> bool {
-    let Some(pick) = pick_pool(snapshot, zone, pool_idx, qtype == RecordType::A, client) else {
+    let mut picks = Picks::default();
+    let v4 = qtype == RecordType::A;
+    let Some(pick) = pick_pool(snapshot, zone, pool_idx, v4, client, &mut picks) else {
         return false;
     };
     answer.widen_scope(pick.scope);
@@ -302,8 +304,8 @@ fn answer_pool(
 
 /// The sites a pool picked for one client and one family: the one place that applies
 /// the policies, shared by `lookup` and the wire fast path.
-pub(crate) struct PoolPick<'z> {
-    picks: Picks,
+pub(crate) struct PoolPick<'z, 'p> {
+    picks: &'p Picks,
     sites: &'z [SiteSnap],
     want: usize,
     v4: bool,
@@ -313,7 +315,7 @@ pub(crate) struct PoolPick<'z> {
     pub scope: u8,
 }
 
-impl PoolPick<'_> {
+impl PoolPick<'_, '_> {
     /// The addresses to answer, best first, at most the pool's `answers`.
     pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
         let v4 = self.v4;
@@ -332,19 +334,21 @@ impl PoolPick<'_> {
 }
 
 /// Applies a pool's policy for `client`, over its candidates of one family (`v4`: A,
-/// else AAAA). `None` when the pool does not exist.
-pub(crate) fn pick_pool<'z>(
+/// else AAAA), with the sites written into the caller's `picks` (a fixed buffer: the
+/// caller's, so that the result is not copied). `None` when the pool does not exist.
+pub(crate) fn pick_pool<'z, 'p>(
     snapshot: &Snapshot,
     zone: &'z ZoneSnap,
     pool_idx: PoolIdx,
     v4: bool,
     client: &Client,
-) -> Option<PoolPick<'z>> {
+    picks: &'p mut Picks,
+) -> Option<PoolPick<'z, 'p>> {
     let z = &zone.zone;
     let def = z.pools.get(usize::from(pool_idx))?;
     let pool = zone.pools.pools.get(usize::from(pool_idx))?;
     let cands = if v4 { &pool.v4 } else { &pool.v6 };
-    let mut picks = Picks::default();
+    picks.clear();
     let want = def.answers;
     let mut scope = 0;
     match def.policy {
@@ -355,16 +359,16 @@ pub(crate) fn pick_pool<'z>(
                 country: p.country,
                 continent: p.continent,
             });
-            policy::geo::order(cands, &z.facts, place.as_ref(), want, &mut picks);
+            policy::geo::order(cands, &z.facts, place.as_ref(), want, picks);
             // RFC 7871 section 7.2.1: the answer holds for the whole GeoIP network.
             scope = located.prefix_len;
         }
-        Policy::Weighted => policy::weighted::order(cands, &z.facts, want, &mut picks),
-        Policy::RoundRobin => policy::round_robin::order(cands, &pool.rotation, want, &mut picks),
-        Policy::Failover => policy::failover::order(cands, want, &mut picks),
+        Policy::Weighted => policy::weighted::order(cands, &z.facts, want, picks),
+        Policy::RoundRobin => policy::round_robin::order(cands, &pool.rotation, want, picks),
+        Policy::Failover => policy::failover::order(cands, want, picks),
         Policy::Hash => {
             let key = policy::hash::client_key(client.addr);
-            policy::hash::order(cands, &z.facts, key, want, &mut picks);
+            policy::hash::order(cands, &z.facts, key, want, picks);
             scope = match client.addr {
                 IpAddr::V4(_) => policy::hash::V4_PREFIX,
                 IpAddr::V6(_) => policy::hash::V6_PREFIX,

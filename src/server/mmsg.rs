@@ -112,13 +112,17 @@ impl Batch {
         // SLOT-byte region of `rx`; all are owned by `self`, borrowed mutably for the
         // whole call, and not moved during it. The kernel writes only within those
         // bounds. A null timeout blocks per the socket's SO_RCVTIMEO.
+        // The raw system call (every argument a `long`, as `syscall(2)` takes them), not
+        // libc's wrapper: the wrapper makes it a thread cancellation point, which costs
+        // two calls per batch and is never used here.
         let n = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
+            libc::syscall(
+                libc::SYS_recvmmsg,
+                libc::c_long::from(socket.as_raw_fd()),
                 self.rx_hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
+                BATCH as libc::c_long,
+                libc::c_long::from(libc::MSG_WAITFORONE),
+                std::ptr::null_mut::<libc::timespec>(),
             )
         };
         if n < 0 {
@@ -185,11 +189,12 @@ impl Batch {
             // writes `msg_len`). MSG_DONTWAIT: a full send buffer drops a reply rather
             // than stall the thread and every query behind it.
             let n = unsafe {
-                libc::sendmmsg(
-                    socket.as_raw_fd(),
+                libc::syscall(
+                    libc::SYS_sendmmsg,
+                    libc::c_long::from(socket.as_raw_fd()),
                     rest.as_mut_ptr(),
-                    rest.len() as libc::c_uint,
-                    libc::MSG_DONTWAIT,
+                    rest.len() as libc::c_long,
+                    libc::c_long::from(libc::MSG_DONTWAIT),
                 )
             };
             if n < 0 {

@@ -85,10 +85,17 @@ fn is_timeout(error: &io::Error) -> bool {
 #[cfg(target_os = "linux")]
 fn serve_loop(socket: &UdpSocket, snapshot: &SharedSnapshot, stop: &AtomicBool) {
     let mut batch = super::mmsg::Batch::default();
+    // The thread's own handle on the current snapshot: a load is one atomic read while
+    // the snapshot is unchanged. An idle thread refreshes it at every receive timeout,
+    // so it keeps a replaced snapshot alive for at most `STOP_POLL`.
+    let mut current = arc_swap::Cache::new(Arc::clone(snapshot));
     while !stop.load(Ordering::Relaxed) {
         let n = match batch.recv(socket) {
             Ok(n) => n,
-            Err(error) if is_timeout(&error) => continue,
+            Err(error) if is_timeout(&error) => {
+                current.load();
+                continue;
+            }
             Err(error) => {
                 // ICMP errors from earlier sends surface here; they are about another
                 // client and must not stop the loop.
@@ -97,9 +104,9 @@ fn serve_loop(socket: &UdpSocket, snapshot: &SharedSnapshot, stop: &AtomicBool) 
             }
         };
         // One snapshot for the whole batch: a batch is answered in microseconds.
-        let snapshot = snapshot.load();
+        let snapshot = current.load();
         for i in 0..n {
-            batch.exchange(i, |query, peer, out| answer(&snapshot, query, peer, out));
+            batch.exchange(i, |query, peer, out| answer(snapshot, query, peer, out));
         }
         batch.send(socket);
     }
