@@ -105,8 +105,8 @@ impl Unit {
         a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
     }
 
-    /// Great-circle distance in km, from the chord between the points (accurate for
-    /// near and antipodal points alike, unlike the arc cosine of `closeness`).
+    /// Great-circle distance in km, from the chord between the points (the arc cosine
+    /// of `closeness` would lose precision for points close together).
     pub fn distance_km(&self, other: &Unit) -> f64 {
         let (a, b) = (self.0, other.0);
         let chord = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();

@@ -16,8 +16,9 @@ use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
-/// Datagrams per system call: enough to amortise the call under load, small enough that
-/// the buffers (`BATCH * SLOT` bytes each way) stay in cache.
+/// Datagrams per system call: enough to amortise the call under load (a loaded server
+/// finds a few datagrams queued per call, rarely more than a dozen), small enough that
+/// the slots (`BATCH` of `SLOT` bytes) stay in cache.
 pub const BATCH: usize = 16;
 
 /// Bytes per datagram slot. Queries are far smaller (a question and an OPT), and our
@@ -218,21 +219,33 @@ impl Batch {
 /// than dropped, so forged ICMP "fragmentation needed" messages cannot lower the size
 /// of our answers or make them fragment on demand, and the kernel skips a per-send
 /// MTU lookup. DNS servers commonly do this (gdnsd, BIND, Knot); our UDP replies are
-/// bounded by the client's EDNS payload size, not by the path.
+/// bounded by the client's EDNS payload size, not by the path. Kernels older than 3.15
+/// lack OMIT; they get `PMTUDISC_DONT`, which also leaves DF off.
 pub fn omit_path_mtu(socket: &UdpSocket, v6: bool) -> io::Result<()> {
-    let (level, name, value) = if v6 {
+    let (level, name, omit, dont) = if v6 {
         (
             libc::IPPROTO_IPV6,
             libc::IPV6_MTU_DISCOVER,
             libc::IPV6_PMTUDISC_OMIT,
+            libc::IPV6_PMTUDISC_DONT,
         )
     } else {
         (
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_OMIT,
+            libc::IP_PMTUDISC_DONT,
         )
     };
+    set_int_option(socket, level, name, omit).or_else(|_| set_int_option(socket, level, name, dont))
+}
+
+fn set_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `value` is a live `c_int` for the whole call and its true size is passed;
     // the kernel only reads it.
     let rc = unsafe {

@@ -40,7 +40,10 @@ pub fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
     socket.bind(&addr.into())?;
     let socket: UdpSocket = socket.into();
     #[cfg(target_os = "linux")]
-    super::mmsg::omit_path_mtu(&socket, addr.is_ipv6())?;
+    if let Err(error) = super::mmsg::omit_path_mtu(&socket, addr.is_ipv6()) {
+        // Replies still go out, with the kernel's path-MTU handling.
+        tracing::warn!(%error, %addr, "cannot turn off path MTU discovery on the udp socket");
+    }
     Ok(socket)
 }
 
