@@ -65,6 +65,7 @@ impl FromStr for Code2 {
 }
 
 /// Mean earth radius (IUGG), in km.
+#[cfg(test)]
 const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// Degrees.
@@ -75,7 +76,9 @@ pub struct Coord {
 }
 
 impl Coord {
-    /// Great-circle distance in km (earth radius 6371.0088 km).
+    /// Great-circle distance in km (earth radius 6371.0088 km). Only tests need it: the
+    /// geo policy compares `Unit::closeness` instead.
+    #[cfg(test)]
     pub fn distance_km(&self, other: &Coord) -> f64 {
         self.unit().distance_km(&other.unit())
     }
@@ -107,6 +110,7 @@ impl Unit {
 
     /// Great-circle distance in km, from the chord between the points (the arc cosine
     /// of `closeness` would lose precision for points close together).
+    #[cfg(test)]
     pub fn distance_km(&self, other: &Unit) -> f64 {
         let (a, b) = (self.0, other.0);
         let chord = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();

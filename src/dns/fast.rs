@@ -383,7 +383,7 @@ fn step<'z>(
     w: &mut Writer<'_>,
 ) -> Option<Step<'z>> {
     let z = &zone.zone;
-    if !z.cut_lens.is_empty() && lookup::find_cut(z, key).is_some() {
+    if lookup::find_cut(z, key).is_some() {
         return None;
     }
     if let Some(node) = z.nodes.get(key) {

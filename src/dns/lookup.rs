@@ -133,9 +133,7 @@ fn step(
     answer: &mut Answer,
 ) -> Step {
     let z = &zone.zone;
-    if !z.cut_lens.is_empty()
-        && let Some(cut) = find_cut(z, key)
-    {
+    if let Some(cut) = find_cut(z, key) {
         referral(z, cut, answer);
         return Step::Done;
     }
@@ -156,6 +154,9 @@ fn step(
 
 /// The topmost zone cut at or above `key` (below the apex), if any.
 pub(crate) fn find_cut<'z>(zone: &'z StaticZone, key: &'z [u8]) -> Option<&'z [u8]> {
+    if zone.cut_lens.is_empty() {
+        return None;
+    }
     let mut cut = None;
     let mut current = key;
     while current.len() > zone.origin_key.len() {
