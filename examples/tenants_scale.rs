@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 use geolb::tenants::{ShardIdx, ShardNames, TenantStore, TenantStoreOptions, parse_map, write_map};
 
+#[path = "../benches/support/tenant_map.rs"]
+mod tenant_map;
+
+use tenant_map::{map_text, name};
+
 /// Counts live heap bytes, so the table's own footprint can be told apart from
 /// whatever the allocator keeps mapped.
 struct Counting;
@@ -51,31 +56,6 @@ fn vm_rss_mib() -> f64 {
 
 fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// The same unique 10-byte names as the benchmark.
-fn name(i: u64) -> String {
-    const DIGITS: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut out = [0u8; 10];
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 20;
-    let mut y = i;
-    for (k, slot) in out.iter_mut().enumerate() {
-        let v = if k < 4 { &mut x } else { &mut y };
-        *slot = DIGITS[(*v % 36) as usize];
-        *v /= 36;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn map_text(n: u64) -> String {
-    let mut text = String::with_capacity(n as usize * 20);
-    for i in 0..n {
-        text.push_str(&name(i));
-        text.push_str(" = \"s");
-        text.push(char::from(b'1' + (i % 4) as u8));
-        text.push_str("\"\n");
-    }
-    text
 }
 
 fn ms(d: Duration) -> f64 {
