@@ -95,5 +95,40 @@ fn query_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, query_path);
+/// The fast path on the shapes and data of the peer benchmark (`benches/peers`): its
+/// zone, MaxMind's City test database and its ECS client, so that the user-space part
+/// of what that run measures can be followed here, without the kernel's share.
+fn peer_shapes(c: &mut Criterion) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let settings = Settings {
+        zones: vec![root.join("benches/peers/conf/geolb/example.test.toml")],
+        geoip: Some(root.join("tests/data/geoip/GeoIP2-City-Test.mmdb")),
+        ..Settings::default()
+    };
+    let loaded = app::load(&settings).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = app::snapshot_all_up(&loaded);
+    let src: IpAddr = [127, 0, 0, 1].into();
+    let cases = [
+        ("static", message("static.example.test.", None)),
+        ("geo", message("www.example.test.", None)),
+        (
+            "geo_ecs",
+            message("www.example.test.", Some("89.160.20.112/28")),
+        ),
+    ];
+    let mut group = c.benchmark_group("fast_respond_peer");
+    let mut out = vec![0u8; usize::from(dns::MAX_UDP_PAYLOAD)];
+    for (label, bytes) in &cases {
+        assert!(
+            fast_respond(&snapshot, bytes, src, &mut out).is_some(),
+            "the fast path declined {label}"
+        );
+        group.bench_function(*label, |b| {
+            b.iter(|| fast_respond(black_box(&snapshot), black_box(bytes), src, &mut out))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, query_path, peer_shapes);
 criterion_main!(benches);

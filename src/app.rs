@@ -261,7 +261,23 @@ fn load_config(settings: &Settings) -> Result<(Model, Option<Arc<GeoDb>>), Confi
     let mut errors = Vec::new();
     let geo = match &settings.geoip {
         Some(path) => match GeoDb::open(path) {
-            Ok(db) => Some(Arc::new(db)),
+            Ok(db) => {
+                match db.ipv4_index_bytes() {
+                    Some(bytes) => tracing::info!(
+                        path = %path.display(),
+                        database_type = db.database_type(),
+                        ipv4_index_kib = bytes / 1024,
+                        "geoip database loaded"
+                    ),
+                    None => tracing::warn!(
+                        path = %path.display(),
+                        database_type = db.database_type(),
+                        "geoip database loaded; its search tree has an unexpected shape, \
+                         so IPv4 lookups take the slower generic walk"
+                    ),
+                }
+                Some(Arc::new(db))
+            }
             Err(err) => {
                 errors.push(ConfigError {
                     file: path.clone(),

@@ -228,18 +228,25 @@ impl GeoDb {
             error,
         })?;
         let meta = reader.metadata();
-        let v4 = v4::Index::build(
-            bytes,
-            meta.record_size,
-            meta.node_count,
-            meta.ip_version == 6,
-        );
+        let tree = v4::Tree {
+            bytes: &bytes,
+            record_size: meta.record_size,
+            node_count: meta.node_count,
+            ipv6: meta.ip_version == 6,
+        };
+        let v4 = v4::Index::build(&tree, |offset| places.get(&offset).copied());
         Ok(GeoDb { reader, v4, places })
     }
 
     /// The `database_type` from the database's metadata, e.g. `GeoIP2-City`.
     pub fn database_type(&self) -> &str {
         &self.reader.metadata().database_type
+    }
+
+    /// The memory held by the IPv4 lookup index, or `None` if the database's tree
+    /// could not be indexed (then IPv4 lookups take maxminddb's walk).
+    pub fn ipv4_index_bytes(&self) -> Option<usize> {
+        self.v4.as_ref().map(v4::Index::heap_bytes)
     }
 
     /// Whether the database has an IPv6 tree. An IPv4-only database answers
@@ -265,16 +272,11 @@ impl GeoDb {
     /// `lookup` of an IPv4 address through the table walk; `None` when the walk cannot
     /// tell (then the reader decides).
     fn lookup_v4(&self, ip: std::net::Ipv4Addr) -> Option<Located> {
-        match self.v4.as_ref()?.walk(u32::from(ip))? {
-            v4::Found::Empty { prefix_len } => Some(Located {
-                place: None,
-                prefix_len,
-            }),
-            v4::Found::Data { offset, prefix_len } => Some(Located {
-                place: *self.places.get(&offset)?,
-                prefix_len,
-            }),
-        }
+        let found = self.v4.as_ref()?.walk(u32::from(ip))?;
+        Some(Located {
+            place: found.place.copied(),
+            prefix_len: found.prefix_len,
+        })
     }
 
     /// `lookup` through maxminddb's own walk: the reference, and the way for IPv6.
@@ -624,7 +626,21 @@ mod tests {
     fn ipv4_walk_matches_the_reader() {
         let demo_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/demo.mmdb");
         for db in [city(), country(), GeoDb::open(&demo_path).unwrap()] {
-            assert!(db.v4.is_some(), "{}", db.database_type());
+            let index_bytes = db.ipv4_index_bytes();
+            // The table, at most one 16-byte node per two database nodes, the places.
+            let meta = db.reader.metadata();
+            let bound = (4 << 16)
+                + 8 * meta.node_count as usize
+                + std::mem::size_of::<Option<Place>>() * (db.places.len() + 1);
+            eprintln!(
+                "{}: {index_bytes:?} bytes, bound {bound}",
+                db.database_type()
+            );
+            assert!(
+                index_bytes.is_some_and(|b| b <= bound),
+                "{}",
+                db.database_type()
+            );
             let mut addrs: Vec<u32> = (0..1u64 << 32)
                 .step_by(9_973_217)
                 .map(|a| a as u32)
