@@ -263,35 +263,28 @@ fn read_opt(query: &[u8], pos: usize) -> Option<Opt> {
 /// RFC 7871 section 6, as `respond` validates it: a known family, a source prefix within
 /// it, scope 0, exactly the address bytes the prefix needs, no bits past the prefix.
 fn read_ecs(data: &[u8]) -> Option<Ecs> {
-    let family = u16_at(data, 0)?;
-    let source = *data.get(2)?;
-    if *data.get(3)? != 0 {
+    let (&[f0, f1, source, scope], addr_bytes) = data.split_first_chunk::<4>()?;
+    if scope != 0 || addr_bytes.len() != usize::from(source).div_ceil(8) {
         return None;
     }
-    let addr_bytes = data.get(4..)?;
-    if addr_bytes.len() != usize::from(source).div_ceil(8) {
+    // No bits past the prefix: only the last byte can hold any.
+    let used = source % 8;
+    if used != 0 && addr_bytes.last().is_some_and(|&last| last & (0xff >> used) != 0) {
         return None;
     }
-    let addr = match family {
+    let addr = match u16::from_be_bytes([f0, f1]) {
         1 if source <= 32 => {
             let mut octets = [0u8; 4];
-            octets
-                .get_mut(..addr_bytes.len())?
-                .copy_from_slice(addr_bytes);
+            octets.iter_mut().zip(addr_bytes).for_each(|(o, &b)| *o = b);
             IpAddr::from(octets)
         }
         2 if source <= 128 => {
             let mut octets = [0u8; 16];
-            octets
-                .get_mut(..addr_bytes.len())?
-                .copy_from_slice(addr_bytes);
+            octets.iter_mut().zip(addr_bytes).for_each(|(o, &b)| *o = b);
             IpAddr::from(octets)
         }
         _ => return None,
     };
-    if super::mask(addr, source)? != addr {
-        return None;
-    }
     Some(Ecs {
         addr,
         source_prefix: source,
