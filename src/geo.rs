@@ -167,23 +167,41 @@ pub enum GeoError {
     Unsupported { name: String, database_type: String },
 }
 
-/// Places by data-section offset. The offsets come from the database, fixed at open,
-/// so the fast fixed hash of the zone maps serves here too (SipHash was most of a
+/// Place numbers by data-section offset. The offsets come from the database, fixed at
+/// open, so the fast fixed hash of the zone maps serves here too (SipHash was most of a
 /// lookup's time).
-type Places = HashMap<usize, Option<Place>, BuildHasherDefault<NameHasher>>;
+type PlaceIds = HashMap<usize, PlaceId, BuildHasherDefault<NameHasher>>;
+
+/// Places by number (index 0: no place).
+type Places = Box<[Option<Place>]>;
+
+/// A place's number in its database: the index in `GeoDb::places`. Number 0 is "no
+/// place" (a network without data, or whose record does not decode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PlaceId(pub u32);
+
+/// The result of a lookup as a number: what the query path keeps per client (eight
+/// bytes), with the place itself read from the database when a policy needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Found {
+    pub place: PlaceId,
+    /// As in `Located`.
+    pub prefix_len: u8,
+}
 
 /// A MaxMind DB held in memory, ready for lookups from many threads at once.
 pub struct GeoDb {
     reader: Reader<v4::Shared>,
     /// The fast IPv4 walk; `None` only for a tree it does not understand.
     v4: Option<v4::Index>,
-    /// The place of every record the search tree points at, keyed by the
-    /// record's offset in the data section. Decoding a City record means
-    /// skipping names in a dozen languages and takes several times longer
-    /// than the tree walk, while a database has far fewer distinct records
-    /// than networks; so each is decoded once, at open, and lookups only read
-    /// this table (no lock: it never changes after open).
+    /// The place of every record the search tree points at, by number (0: none).
+    /// Decoding a City record means skipping names in a dozen languages and takes
+    /// several times longer than the tree walk, while a database has far fewer
+    /// distinct records than networks; so each is decoded once, at open, and lookups
+    /// only read this table (no lock: it never changes after open).
     places: Places,
+    /// The number of each record, by its offset in the data section.
+    ids: PlaceIds,
 }
 
 impl fmt::Debug for GeoDb {
@@ -223,7 +241,7 @@ impl GeoDb {
                 database_type: database_type.clone(),
             });
         }
-        let places = decode_all(&reader).map_err(|error| GeoError::Invalid {
+        let (places, ids) = decode_all(&reader).map_err(|error| GeoError::Invalid {
             name: name.to_owned(),
             error,
         })?;
@@ -234,8 +252,13 @@ impl GeoDb {
             node_count: meta.node_count,
             ipv6: meta.ip_version == 6,
         };
-        let v4 = v4::Index::build(&tree, |offset| places.get(&offset).copied());
-        Ok(GeoDb { reader, v4, places })
+        let v4 = v4::Index::build(&tree, |offset| ids.get(&offset).copied());
+        Ok(GeoDb {
+            reader,
+            v4,
+            places,
+            ids,
+        })
     }
 
     /// The `database_type` from the database's metadata, e.g. `GeoIP2-City`.
@@ -258,74 +281,81 @@ impl GeoDb {
     /// Where `ip` is. Never fails: an address the database cannot answer for,
     /// including one whose record does not decode, is "not found".
     pub fn lookup(&self, ip: IpAddr) -> Located {
+        let found = self.find(ip);
+        Located {
+            place: self.place(found.place).copied(),
+            prefix_len: found.prefix_len,
+        }
+    }
+
+    /// `lookup` by number: the place's number (see `place`) and the prefix length.
+    pub fn find(&self, ip: IpAddr) -> Found {
         // `::ffff:a.b.c.d` is how a dual-stack socket shows an IPv4 client;
         // its prefix must be reported, and looked up, in IPv4 terms.
         let ip = ip.to_canonical();
         if let IpAddr::V4(v4) = ip
-            && let Some(located) = self.lookup_v4(v4)
+            && let Some(found) = self.find_v4(v4)
         {
-            return located;
+            return found;
         }
-        self.lookup_reader(ip)
+        self.find_reader(ip)
     }
 
-    /// `lookup` of an IPv4 address through the table walk; `None` when the walk cannot
+    /// The place numbered `id` by `find`; `None` for number 0 (no place).
+    #[inline]
+    pub fn place(&self, id: PlaceId) -> Option<&Place> {
+        self.places.get(id.0 as usize)?.as_ref()
+    }
+
+    /// `find` of an IPv4 address through the index; `None` when the index cannot
     /// tell (then the reader decides).
-    fn lookup_v4(&self, ip: std::net::Ipv4Addr) -> Option<Located> {
-        let found = self.v4.as_ref()?.walk(u32::from(ip))?;
-        Some(Located {
-            place: found.place.copied(),
-            prefix_len: found.prefix_len,
-        })
+    fn find_v4(&self, ip: std::net::Ipv4Addr) -> Option<Found> {
+        self.v4.as_ref()?.walk(u32::from(ip))
     }
 
-    /// `lookup` through maxminddb's own walk: the reference, and the way for IPv6.
-    fn lookup_reader(&self, ip: IpAddr) -> Located {
+    /// `find` through maxminddb's own walk: the reference, and the way for IPv6.
+    fn find_reader(&self, ip: IpAddr) -> Found {
         if ip.is_ipv6() && !self.has_ipv6() {
-            return NOT_FOUND;
+            return Found::default();
         }
         let Ok(result) = self.reader.lookup(ip) else {
-            return NOT_FOUND;
+            return Found::default();
         };
         let prefix_len = match result.network() {
             // An IPv4 address in an IPv6 database whose ::/96 subtree is a
             // single leaf: the answer covers all of IPv4.
             Ok(net) if ip.is_ipv4() && !net.is_ipv4() => 0,
             Ok(net) => net.prefix(),
-            Err(_) => return NOT_FOUND,
+            Err(_) => return Found::default(),
         };
-        let place = match result.offset() {
-            None => None,
-            Some(offset) => match self.places.get(&offset) {
-                Some(place) => *place,
-                // Unreachable unless the tree walk and the network iterator
-                // of maxminddb disagree; decoding is still the right answer.
-                None => decode_place(&result),
-            },
-        };
-        Located { place, prefix_len }
+        // Every record the tree points at was numbered at open (by a walk of the same
+        // tree); one that was not could only come from a broken tree, and is "no place".
+        let place = result
+            .offset()
+            .and_then(|offset| self.ids.get(&offset).copied())
+            .unwrap_or_default();
+        Found { place, prefix_len }
     }
 }
 
-const NOT_FOUND: Located = Located {
-    place: None,
-    prefix_len: 0,
-};
-
-/// Decodes every record the search tree points at, once each. Fails only if
-/// the tree itself is broken; a record that does not decode is "no place",
-/// as it would be in a lookup.
-fn decode_all(reader: &Reader<v4::Shared>) -> Result<Places, MaxMindDbError> {
-    let mut places = Places::default();
+/// Decodes every record the search tree points at, once each, and numbers them from 1.
+/// Fails only if the tree itself is broken, or has more records than a `PlaceId`
+/// can number; a record that does not decode is "no place", as it would be in a lookup.
+fn decode_all(reader: &Reader<v4::Shared>) -> Result<(Places, PlaceIds), MaxMindDbError> {
+    let mut places = vec![None];
+    let mut ids = PlaceIds::default();
     for network in reader.networks(WithinOptions::default())? {
         let result = network?;
         if let Some(offset) = result.offset()
-            && let Entry::Vacant(slot) = places.entry(offset)
+            && let Entry::Vacant(slot) = ids.entry(offset)
         {
-            slot.insert(decode_place(&result));
+            let id = u32::try_from(places.len())
+                .map_err(|_| MaxMindDbError::invalid_database("too many records"))?;
+            slot.insert(PlaceId(id));
+            places.push(decode_place(&result));
         }
     }
-    Ok(places)
+    Ok((places.into_boxed_slice(), ids))
 }
 
 fn decode_place(result: &LookupResult<'_, v4::Shared>) -> Option<Place> {
@@ -615,7 +645,7 @@ mod tests {
                 checked += 1;
             }
             assert!(checked > 100, "{checked}");
-            assert!(!db.places.is_empty());
+            assert!(db.places.len() > 1);
         }
     }
 
@@ -627,11 +657,9 @@ mod tests {
         let demo_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/demo.mmdb");
         for db in [city(), country(), GeoDb::open(&demo_path).unwrap()] {
             let index_bytes = db.ipv4_index_bytes();
-            // The table, at most one 16-byte node per two database nodes, the places.
+            // The table and at most one 16-byte node per two database nodes.
             let meta = db.reader.metadata();
-            let bound = (4 << 16)
-                + 8 * meta.node_count as usize
-                + std::mem::size_of::<Option<Place>>() * (db.places.len() + 1);
+            let bound = (4 << 16) + 8 * meta.node_count as usize;
             eprintln!(
                 "{}: {index_bytes:?} bytes, bound {bound}",
                 db.database_type()
@@ -657,9 +685,9 @@ mod tests {
             assert!(addrs.len() > spread + 30, "{}", addrs.len());
             for addr in addrs {
                 let v4 = std::net::Ipv4Addr::from(addr);
-                let expected = db.lookup_reader(IpAddr::V4(v4));
+                let expected = db.find_reader(IpAddr::V4(v4));
                 assert_eq!(
-                    db.lookup_v4(v4),
+                    db.find_v4(v4),
                     Some(expected),
                     "{v4} in {}",
                     db.database_type()

@@ -269,7 +269,11 @@ fn read_ecs(data: &[u8]) -> Option<Ecs> {
     }
     // No bits past the prefix: only the last byte can hold any.
     let used = source % 8;
-    if used != 0 && addr_bytes.last().is_some_and(|&last| last & (0xff >> used) != 0) {
+    if used != 0
+        && addr_bytes
+            .last()
+            .is_some_and(|&last| last & (0xff >> used) != 0)
+    {
         return None;
     }
     let addr = match u16::from_be_bytes([f0, f1]) {

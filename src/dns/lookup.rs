@@ -3,7 +3,7 @@
 //!
 //! DNS outcomes (NXDOMAIN, NODATA, REFUSED) are values in `Answer`, not errors.
 
-use std::cell::OnceCell;
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::ResponseCode;
@@ -11,9 +11,9 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{Ecs, with_owner};
-use crate::geo::Located;
+use crate::geo::{Found, Place};
 use crate::model::{Policy, PoolIdx};
-use crate::policy::{self, ClientPlace, Picks};
+use crate::policy::{self, Picks};
 use crate::snapshot::{Node, SiteSnap, Snapshot, StaticZone, ZoneSnap, parent_key, wire_key};
 use crate::tenants::ShardIdx;
 
@@ -26,7 +26,8 @@ pub(crate) const MAX_CNAME_CHAIN: usize = 8;
 pub struct Client {
     pub addr: IpAddr,
     pub ecs: Option<Ecs>,
-    located: OnceCell<Located>,
+    /// `addr` in the snapshot's GeoIP database, once a policy has asked.
+    located: Cell<Option<Found>>,
 }
 
 impl Client {
@@ -44,19 +45,26 @@ impl Client {
         Client {
             addr,
             ecs,
-            located: OnceCell::new(),
+            located: Cell::new(None),
         }
     }
 
-    pub(crate) fn locate(&self, snapshot: &Snapshot) -> &Located {
-        self.located.get_or_init(|| match &snapshot.geo {
-            Some(db) => db.lookup(self.addr),
-            // Without a database nothing is known, for the whole address space.
-            None => Located {
-                place: None,
-                prefix_len: 0,
-            },
-        })
+    /// Where the client is: its place (`None` when the database has none, or there is
+    /// no database) and the prefix length of the database network that decided it (0
+    /// without a database: nothing is known, for the whole address space).
+    pub(crate) fn locate<'s>(&self, snapshot: &'s Snapshot) -> (Option<&'s Place>, u8) {
+        let Some(db) = &snapshot.geo else {
+            return (None, 0);
+        };
+        let found = match self.located.get() {
+            Some(found) => found,
+            None => {
+                let found = db.find(self.addr);
+                self.located.set(Some(found));
+                found
+            }
+        };
+        (db.place(found.place), found.prefix_len)
     }
 }
 
@@ -354,15 +362,10 @@ pub(crate) fn pick_pool<'z, 'p>(
     let mut scope = 0;
     match def.policy {
         Policy::Geo => {
-            let located = client.locate(snapshot);
-            let place = located.place.map(|p| ClientPlace {
-                unit: p.unit,
-                country: p.country,
-                continent: p.continent,
-            });
-            policy::geo::order(cands, &z.facts, place.as_ref(), want, picks);
+            let (place, prefix_len) = client.locate(snapshot);
+            policy::geo::order(cands, &z.facts, place, want, picks);
             // RFC 7871 section 7.2.1: the answer holds for the whole GeoIP network.
-            scope = located.prefix_len;
+            scope = prefix_len;
         }
         Policy::Weighted => policy::weighted::order(cands, &z.facts, want, picks),
         Policy::RoundRobin => policy::round_robin::order(cands, &pool.rotation, want, picks),

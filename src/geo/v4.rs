@@ -9,20 +9,20 @@
 //!   each a dependent load of a 24- to 32-bit record that must be reassembled from
 //!   bytes.
 //! - An entry is either the index of the next node or a leaf holding the lookup's
-//!   whole result: the network's prefix length and a place number (0 for "no data").
-//!   A leaf that ends a network one level into a node fills both of that level's
-//!   entries. The places themselves are in an array, so the walk ends without a hash.
+//!   whole result: the network's prefix length and its place number (`PlaceId`, 0 for
+//!   "no data"), so the walk ends without a hash. A leaf that ends a network one level
+//!   into a node fills both of that level's entries.
 //!
 //! Memory: four entries (16 bytes) per database node at an even depth below 16, which
 //! is at most the 8 bytes per node of a plain copy of the tree, plus a 256 KiB table.
 //! Anything unexpected (a record size the format does not have, a node outside the
-//! tree, more places than a leaf can number) makes `Index::build` return `None`, and
+//! tree, a record without a number, more places than a leaf can number) makes `Index::build` return `None`, and
 //! the caller uses maxminddb's own lookup, which stays the reference.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Place;
+use super::{Found, PlaceId};
 
 /// Bits resolved by the table.
 const TABLE_BITS: u32 = 16;
@@ -59,8 +59,6 @@ pub struct Index {
     /// For each value of an address's first 16 bits: a leaf, or the node to go on from.
     table: Box<[u32]>,
     nodes: Box<[Node]>,
-    /// Leaves' places by number; number 0 is "no data".
-    places: Box<[Option<Place>]>,
 }
 
 /// Entries for the next `STRIDE` bits.
@@ -68,28 +66,14 @@ pub struct Index {
 #[repr(align(16))]
 struct Node([u32; FANOUT]);
 
-/// The result of an IPv4 lookup.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Found<'a> {
-    /// Where the network's record places it; `None` for a network without data or
-    /// with a record that does not decode.
-    pub place: Option<&'a Place>,
-    pub prefix_len: u8,
-}
-
 impl Index {
-    /// The index of `tree`, with the place of each data record (by its offset in the
-    /// data section) from `place_of`.
-    pub fn build(
-        tree: &Tree<'_>,
-        place_of: impl Fn(usize) -> Option<Option<Place>>,
-    ) -> Option<Index> {
+    /// The index of `tree`, with the number of each data record (by its offset in the
+    /// data section) from `id_of`.
+    pub fn build(tree: &Tree<'_>, id_of: impl Fn(usize) -> Option<PlaceId>) -> Option<Index> {
         let mut builder = Builder {
             tree: Reader::new(tree)?,
-            place_of,
+            id_of,
             nodes: Vec::new(),
-            places: vec![None],
-            numbers: HashMap::new(),
             built: HashMap::new(),
         };
         // The IPv4 subtree: 96 zero bits down an IPv6 tree (or less, if a record ends
@@ -111,13 +95,12 @@ impl Index {
         Some(Index {
             table: table.into_boxed_slice(),
             nodes: builder.nodes.into_boxed_slice(),
-            places: builder.places.into_boxed_slice(),
         })
     }
 
     /// Where `ip` ends in the tree, or `None` if the index is not as it should be.
     #[inline]
-    pub fn walk(&self, ip: u32) -> Option<Found<'_>> {
+    pub fn walk(&self, ip: u32) -> Option<Found> {
         let mut entry = *self.table.get((ip >> (32 - TABLE_BITS)) as usize)?;
         let mut rest = 32 - TABLE_BITS;
         while entry & LEAF == 0 {
@@ -126,31 +109,26 @@ impl Index {
             entry = *node.0.get(((ip >> rest) as usize) & (FANOUT - 1))?;
         }
         Some(Found {
-            place: self.places.get((entry & PLACE_MASK) as usize)?.as_ref(),
+            place: PlaceId(entry & PLACE_MASK),
             prefix_len: ((entry & !LEAF) >> PREFIX_SHIFT) as u8,
         })
     }
 
     /// Bytes held, for the record.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.table)
-            + std::mem::size_of_val(&*self.nodes)
-            + std::mem::size_of_val(&*self.places)
+        std::mem::size_of_val(&*self.table) + std::mem::size_of_val(&*self.nodes)
     }
 }
 
 struct Builder<'a, F> {
     tree: Reader<'a>,
-    place_of: F,
+    id_of: F,
     nodes: Vec<Node>,
-    places: Vec<Option<Place>>,
-    /// Place numbers by data offset.
-    numbers: HashMap<usize, u32>,
     /// Nodes built, by database node and depth: a tree may share a subtree.
     built: HashMap<(usize, u32), u32>,
 }
 
-impl<F: Fn(usize) -> Option<Option<Place>>> Builder<'_, F> {
+impl<F: Fn(usize) -> Option<PlaceId>> Builder<'_, F> {
     /// The entry for database record `record`, reached after `depth` bits.
     fn entry(&mut self, record: usize, depth: u32) -> Option<u32> {
         if self.tree.is_node(record) && depth < 32 {
@@ -164,22 +142,12 @@ impl<F: Fn(usize) -> Option<Option<Place>>> Builder<'_, F> {
             // A record past the tree points into the data section, after its
             // 16-byte separator.
             let offset = record.checked_sub(self.tree.node_count + 16)?;
-            self.number(offset)?
+            (self.id_of)(offset)?.0
         };
-        Some(LEAF | (depth << PREFIX_SHIFT) | number)
-    }
-
-    fn number(&mut self, offset: usize) -> Option<u32> {
-        if let Some(&number) = self.numbers.get(&offset) {
-            return Some(number);
-        }
-        let number = u32::try_from(self.places.len()).ok()?;
         if number > PLACE_MASK {
             return None;
         }
-        self.places.push((self.place_of)(offset)?);
-        self.numbers.insert(offset, number);
-        Some(number)
+        Some(LEAF | (depth << PREFIX_SHIFT) | number)
     }
 
     /// The index of the node for database node `node` at `depth`, built with its

@@ -6,13 +6,14 @@
 //! then the configured order. Sites without a location sort after located ones, in
 //! configured order.
 
-use super::{Candidates, ClientPlace, Picks, SiteFacts};
+use super::{Candidates, Picks, SiteFacts};
+use crate::geo::Place;
 use crate::model::{MAX_POOL_SITES, RegionKey};
 
 pub fn order(
     cands: &Candidates,
     facts: &[SiteFacts],
-    place: Option<&ClientPlace>,
+    place: Option<&Place>,
     want: usize,
     out: &mut Picks,
 ) {
@@ -101,15 +102,15 @@ mod tests {
     // ams, nyc, sin
     const SITES: [(f64, f64); 3] = [(52.37, 4.90), (40.71, -74.0), (1.35, 103.8)];
 
-    fn place(lat: f64, lon: f64, country: &str, continent: &str) -> ClientPlace {
-        ClientPlace {
-            unit: Some(Coord { lat, lon }.unit()),
-            country: Code2::parse(country),
-            continent: Code2::parse(continent),
-        }
+    fn place(lat: f64, lon: f64, country: &str, continent: &str) -> Place {
+        Place::new(
+            Some(Coord { lat, lon }),
+            Code2::parse(country),
+            Code2::parse(continent),
+        )
     }
 
-    fn run(c: &Candidates, p: Option<&ClientPlace>, want: usize) -> Vec<u16> {
+    fn run(c: &Candidates, p: Option<&Place>, want: usize) -> Vec<u16> {
         let mut out = Picks::default();
         order(c, &facts(&SITES), p, want, &mut out);
         out.as_slice().to_vec()
@@ -195,17 +196,14 @@ mod tests {
                 c.regions =
                     vec![(RegionKey::Default, vec![(next() % n as u64) as u16].into())].into();
             }
-            let client = ClientPlace {
-                unit: Some(
-                    Coord {
-                        lat: 10.0,
-                        lon: 20.0,
-                    }
-                    .unit(),
-                ),
-                country: None,
-                continent: None,
-            };
+            let client = Place::new(
+                Some(Coord {
+                    lat: 10.0,
+                    lon: 20.0,
+                }),
+                None,
+                None,
+            );
             let client = if round % 3 == 0 { None } else { Some(client) };
             let mut sorted: Vec<(f64, usize, u16)> = c
                 .sites

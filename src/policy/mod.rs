@@ -12,7 +12,7 @@ pub mod hash;
 pub mod round_robin;
 pub mod weighted;
 
-use crate::geo::{Code2, Unit};
+use crate::geo::Unit;
 use crate::model::{MAX_POOL_SITES, RegionKey, SiteIdx};
 
 /// What the policies need to know of a site.
@@ -42,14 +42,6 @@ impl Candidates {
             .ok()
             .map(|i| &*self.regions[i].1)
     }
-}
-
-/// The client as the policies see it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ClientPlace {
-    pub unit: Option<Unit>,
-    pub country: Option<Code2>,
-    pub continent: Option<Code2>,
 }
 
 /// A fixed-capacity ordered list of sites: the query path must not allocate for it.
