@@ -28,7 +28,92 @@ use crate::tenants::TenantTable;
 /// of the fast path's time. A fixed hash is safe here: the keys are the operator's
 /// names, fixed at load time, and a query only looks up, so a crafted name can make
 /// one lookup miss, never make the chains longer.
-pub type NameMap<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
+///
+/// Lookups take the key as a plain `&[u8]` and compare it with the stored keys word by
+/// word, inline: a call to `memcmp` for a name of 10-30 bytes cost more than the
+/// comparison itself.
+#[derive(Clone, Debug)]
+pub struct NameMap<V>(hashbrown::HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>);
+
+impl<V> Default for NameMap<V> {
+    fn default() -> Self {
+        NameMap(hashbrown::HashMap::default())
+    }
+}
+
+impl<V> std::ops::Deref for NameMap<V> {
+    type Target = hashbrown::HashMap<Box<[u8]>, V, BuildHasherDefault<NameHasher>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<V> std::ops::DerefMut for NameMap<V> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<V> FromIterator<(Box<[u8]>, V)> for NameMap<V> {
+    fn from_iter<I: IntoIterator<Item = (Box<[u8]>, V)>>(iter: I) -> Self {
+        NameMap(iter.into_iter().collect())
+    }
+}
+
+impl<V> NameMap<V> {
+    #[inline]
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        self.0.get(&WireKey(key))
+    }
+
+    #[inline]
+    pub fn contains_key(&self, key: &[u8]) -> bool {
+        self.0.contains_key(&WireKey(key))
+    }
+}
+
+/// A name looked up in a `NameMap`: hashed exactly as the stored `Box<[u8]>` keys are
+/// (both as `[u8]`), compared with `same_bytes`.
+struct WireKey<'a>(&'a [u8]);
+
+impl std::hash::Hash for WireKey<'_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<Box<[u8]>> for WireKey<'_> {
+    #[inline]
+    fn equivalent(&self, key: &Box<[u8]>) -> bool {
+        same_bytes(self.0, key)
+    }
+}
+
+/// `a == b`, eight bytes at a time (the last word overlapping the one before it).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map(u64::from_ne_bytes)
+    };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
+}
 
 /// FxHash (as in rustc) over the name's bytes, eight at a time.
 #[derive(Default, Clone, Copy)]
@@ -523,5 +608,28 @@ mod tests {
         assert_eq!(&*key, b"\x03www\x07example\x04test\x00");
         assert_eq!(parent_key(&key), Some(&b"\x07example\x04test\x00"[..]));
         assert_eq!(parent_key(b"\x00"), None);
+    }
+
+    /// A lookup by `&[u8]` finds exactly the equal keys: same hash as the stored
+    /// `Box<[u8]>`, and the word-wise comparison at every length and differing byte.
+    #[test]
+    fn name_map_lookups_match_equality() {
+        let keys: Vec<Box<[u8]>> = (0..40u8)
+            .map(|n| (0..n).map(|i| b'a' + i % 26).collect())
+            .collect();
+        let map: NameMap<usize> = keys.iter().cloned().zip(0..).collect();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(map.get(key), Some(&i), "{key:?}");
+            assert!(map.contains_key(key));
+            for at in 0..key.len() {
+                let mut other = key.to_vec();
+                other[at] ^= 0x20;
+                assert_eq!(map.get(&other), None, "{other:?}");
+                assert!(!same_bytes(key, &other));
+            }
+            let copy = key.to_vec();
+            assert!(same_bytes(key, copy.as_slice()));
+        }
+        assert!(!same_bytes(b"abcdefgh", b"abcdefghi"));
     }
 }

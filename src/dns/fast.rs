@@ -651,17 +651,20 @@ impl<'o> Writer<'o> {
         }
         self.n_names += 1;
         self.put(qname)?;
-        // Without the root byte, as `name` measures a suffix.
-        let end = self.pos - 1;
-        let mut at = 12;
+        // Label by label, read from `qname` (not from the copy just written, which the
+        // reads would wait on); each suffix measured without the root byte, as `name`
+        // measures one.
+        let end = qname.len() - 1;
+        let mut n = self.n_pointers;
+        let mut at = 0;
         while at < end {
-            if self.n_pointers < MAX_POINTERS {
-                self.pointers[self.n_pointers] =
-                    (u16::try_from(at).ok()?, u16::try_from(end - at).ok()?);
-                self.n_pointers += 1;
+            if let Some(slot) = self.pointers.get_mut(n) {
+                *slot = (u16::try_from(12 + at).ok()?, u16::try_from(end - at).ok()?);
+                n += 1;
             }
-            at += 1 + usize::from(*self.buf.get(at)?);
+            at += 1 + usize::from(*qname.get(at)?);
         }
+        self.n_pointers = n;
         self.question_at_12 = true;
         Some(())
     }

@@ -189,7 +189,7 @@ fn referral(zone: &StaticZone, cut: &[u8], answer: &mut Answer) {
         let RData::NS(target) = &record.data else {
             continue;
         };
-        if let Some(node) = zone.nodes.get(&*wire_key(&target.0)) {
+        if let Some(node) = zone.nodes.get(&wire_key(&target.0)) {
             for rtype in [RecordType::A, RecordType::AAAA] {
                 answer
                     .additional
