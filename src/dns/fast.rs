@@ -654,7 +654,7 @@ impl<'o> Writer<'o> {
         // Label by label, read from `qname` (not from the copy just written, which the
         // reads would wait on); each suffix measured without the root byte, as `name`
         // measures one.
-        let end = qname.len() - 1;
+        let end = qname.len().checked_sub(1)?;
         let mut n = self.n_pointers;
         let mut at = 0;
         while at < end {
