@@ -341,26 +341,30 @@ fn answer(
     client: &Client,
     w: &mut Writer<'_>,
 ) -> Option<Outcome> {
-    let z = &zone.zone;
-    let v4 = question.qtype == TYPE_A;
+    let mut at = Answering {
+        snapshot,
+        zone,
+        v4: question.qtype == TYPE_A,
+        client,
+        scope: 0,
+    };
     let mut owner = Owner::Question(question.qname);
     let mut key_buf = [0u8; 255];
     let mut key: &[u8] = question_key;
-    let mut scope = 0u8;
     for _ in 0..MAX_CNAME_CHAIN {
-        let target = match step(snapshot, zone, key, owner, v4, client, &mut scope, w)? {
-            Step::Done(rcode) => return Some(Outcome::ours(rcode, scope)),
+        let target = match at.step(key, owner, w)? {
+            Step::Done(rcode) => return Some(Outcome::ours(rcode, at.scope)),
             Step::Follow(target) => target,
         };
         // Chase only within this zone, as `lookup` does.
         let len = name_key(target, &mut key_buf)?;
         key = key_buf.get(..len)?;
-        if snapshot.find_zone(key).map(|t| &t.zone.origin_key) != Some(&z.origin_key) {
-            return Some(Outcome::ours(0, scope));
+        if snapshot.find_zone(key).map(|t| &t.zone.origin_key) != Some(&zone.zone.origin_key) {
+            return Some(Outcome::ours(0, at.scope));
         }
         owner = Owner::Name(target);
     }
-    Some(Outcome::ours(0, scope))
+    Some(Outcome::ours(0, at.scope))
 }
 
 enum Step<'z> {
@@ -368,122 +372,116 @@ enum Step<'z> {
     Follow(&'z Name),
 }
 
-#[allow(clippy::too_many_arguments)]
-fn step<'z>(
-    snapshot: &Snapshot,
+/// One question being answered: where from, for whom, which family, and the ECS scope
+/// of what has been written so far.
+struct Answering<'z, 'c> {
+    snapshot: &'z Snapshot,
     zone: &'z ZoneSnap,
-    key: &[u8],
-    owner: Owner<'_>,
+    /// A, else AAAA.
     v4: bool,
-    client: &Client,
-    scope: &mut u8,
-    w: &mut Writer<'_>,
-) -> Option<Step<'z>> {
-    let z = &zone.zone;
-    if lookup::find_cut(z, key).is_some() {
-        return None;
-    }
-    if let Some(node) = z.nodes.get(key) {
-        return node_answer(snapshot, zone, node, owner, v4, client, scope, w);
-    }
-    if let Some(shard) = lookup::tenant_shard(zone, key) {
-        let sharding = z.sharding.as_ref()?;
-        let Some((pool, shard_name)) = sharding.shards.get(usize::from(shard.0)) else {
-            return negative(z, RCODE_NXDOMAIN, w);
-        };
-        return match sharding.answer {
-            TenantAnswer::Cname => {
-                let rdata = Rdata::Name(shard_name);
-                w.record(owner, TYPE_CNAME, sharding.tenant_ttl, rdata)?;
-                Some(Step::Follow(shard_name))
-            }
-            TenantAnswer::Address => {
-                let ttl_cap = sharding.tenant_ttl;
-                pool_answer(snapshot, zone, *pool, owner, v4, client, ttl_cap, scope, w)
-            }
-        };
-    }
-    // RFC 4592: the wildcard's records, with the question's name as owner.
-    if z.has_wildcards
-        && let Some(node) = lookup::find_wildcard(z, key)
-    {
-        return node_answer(snapshot, zone, node, owner, v4, client, scope, w);
-    }
-    negative(z, RCODE_NXDOMAIN, w)
+    client: &'c Client,
+    scope: u8,
 }
 
-/// The records of an existing name (or of the wildcard that covers it), as
-/// `lookup::answer_node` gives them for A and AAAA: its CNAME, else its pool, else its
-/// static addresses, else NODATA.
-#[allow(clippy::too_many_arguments)]
-fn node_answer<'z>(
-    snapshot: &Snapshot,
-    zone: &'z ZoneSnap,
-    node: &'z Node,
-    owner: Owner<'_>,
-    v4: bool,
-    client: &Client,
-    scope: &mut u8,
-    w: &mut Writer<'_>,
-) -> Option<Step<'z>> {
-    let z = &zone.zone;
-    if let Some(cname) = node.rrset(RecordType::CNAME) {
-        for record in cname {
-            let RData::CNAME(target) = &record.data else {
-                return None;
+impl<'z> Answering<'z, '_> {
+    fn step(&mut self, key: &[u8], owner: Owner<'_>, w: &mut Writer<'_>) -> Option<Step<'z>> {
+        let z = &self.zone.zone;
+        if lookup::find_cut(z, key).is_some() {
+            return None;
+        }
+        if let Some(node) = z.nodes.get(key) {
+            return self.node_answer(node, owner, w);
+        }
+        if let Some(shard) = lookup::tenant_shard(self.zone, key) {
+            let sharding = z.sharding.as_ref()?;
+            let Some((pool, shard_name)) = sharding.shards.get(usize::from(shard.0)) else {
+                return negative(z, RCODE_NXDOMAIN, w);
             };
-            w.record(owner, TYPE_CNAME, record.ttl, Rdata::Name(&target.0))?;
+            return match sharding.answer {
+                TenantAnswer::Cname => {
+                    let rdata = Rdata::Name(shard_name);
+                    w.record(owner, TYPE_CNAME, sharding.tenant_ttl, rdata)?;
+                    Some(Step::Follow(shard_name))
+                }
+                TenantAnswer::Address => self.pool_answer(*pool, owner, sharding.tenant_ttl, w),
+            };
         }
-        return match cname.first().map(|r| &r.data) {
-            Some(RData::CNAME(target)) => Some(Step::Follow(&target.0)),
-            _ => Some(Step::Done(0)),
-        };
+        // RFC 4592: the wildcard's records, with the question's name as owner.
+        if z.has_wildcards
+            && let Some(node) = lookup::find_wildcard(z, key)
+        {
+            return self.node_answer(node, owner, w);
+        }
+        negative(z, RCODE_NXDOMAIN, w)
     }
-    if let Some(pool) = node.pool {
-        return pool_answer(snapshot, zone, pool, owner, v4, client, u32::MAX, scope, w);
-    }
-    let rtype = if v4 { RecordType::A } else { RecordType::AAAA };
-    let Some(records) = node.rrset(rtype) else {
-        return negative(z, 0, w);
-    };
-    for record in records {
-        let rdata = match &record.data {
-            RData::A(a) => Rdata::Addr(IpAddr::V4(a.0)),
-            RData::AAAA(aaaa) => Rdata::Addr(IpAddr::V6(aaaa.0)),
-            _ => return None,
-        };
-        w.record(owner, u16::from(rtype), record.ttl, rdata)?;
-    }
-    Some(Step::Done(0))
-}
 
-/// A pool's addresses (TTLs capped at `ttl_cap`), or NODATA when it has none.
-#[allow(clippy::too_many_arguments)]
-fn pool_answer<'z>(
-    snapshot: &Snapshot,
-    zone: &ZoneSnap,
-    pool: crate::model::PoolIdx,
-    owner: Owner<'_>,
-    v4: bool,
-    client: &Client,
-    ttl_cap: u32,
-    scope: &mut u8,
-    w: &mut Writer<'_>,
-) -> Option<Step<'z>> {
-    let mut n = 0;
-    let mut picks = crate::policy::Picks::default();
-    if let Some(pick) = lookup::pick_pool(snapshot, zone, pool, v4, client, &mut picks) {
-        *scope = (*scope).max(pick.scope);
-        let rtype = if v4 { TYPE_A } else { TYPE_AAAA };
-        for ip in pick.addresses() {
-            w.record(owner, rtype, pick.ttl.min(ttl_cap), Rdata::Addr(ip))?;
-            n += 1;
+    /// The records of an existing name (or of the wildcard that covers it), as
+    /// `lookup::answer_node` gives them for A and AAAA: its CNAME, else its pool, else its
+    /// static addresses, else NODATA.
+    fn node_answer(
+        &mut self,
+        node: &'z Node,
+        owner: Owner<'_>,
+        w: &mut Writer<'_>,
+    ) -> Option<Step<'z>> {
+        if let Some(cname) = node.rrset(RecordType::CNAME) {
+            for record in cname {
+                let RData::CNAME(target) = &record.data else {
+                    return None;
+                };
+                w.record(owner, TYPE_CNAME, record.ttl, Rdata::Name(&target.0))?;
+            }
+            return match cname.first().map(|r| &r.data) {
+                Some(RData::CNAME(target)) => Some(Step::Follow(&target.0)),
+                _ => Some(Step::Done(0)),
+            };
         }
+        if let Some(pool) = node.pool {
+            return self.pool_answer(pool, owner, u32::MAX, w);
+        }
+        let rtype = if self.v4 {
+            RecordType::A
+        } else {
+            RecordType::AAAA
+        };
+        let Some(records) = node.rrset(rtype) else {
+            return negative(&self.zone.zone, 0, w);
+        };
+        for record in records {
+            let rdata = match &record.data {
+                RData::A(a) => Rdata::Addr(IpAddr::V4(a.0)),
+                RData::AAAA(aaaa) => Rdata::Addr(IpAddr::V6(aaaa.0)),
+                _ => return None,
+            };
+            w.record(owner, u16::from(rtype), record.ttl, rdata)?;
+        }
+        Some(Step::Done(0))
     }
-    if n == 0 {
-        return negative(&zone.zone, 0, w);
+
+    /// A pool's addresses (TTLs capped at `ttl_cap`), or NODATA when it has none.
+    fn pool_answer(
+        &mut self,
+        pool: crate::model::PoolIdx,
+        owner: Owner<'_>,
+        ttl_cap: u32,
+        w: &mut Writer<'_>,
+    ) -> Option<Step<'z>> {
+        let mut n = 0;
+        let mut picks = crate::policy::Picks::default();
+        let (snapshot, zone, v4) = (self.snapshot, self.zone, self.v4);
+        if let Some(pick) = lookup::pick_pool(snapshot, zone, pool, v4, self.client, &mut picks) {
+            self.scope = self.scope.max(pick.scope);
+            let rtype = if v4 { TYPE_A } else { TYPE_AAAA };
+            for ip in pick.addresses() {
+                w.record(owner, rtype, pick.ttl.min(ttl_cap), Rdata::Addr(ip))?;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return negative(&zone.zone, 0, w);
+        }
+        Some(Step::Done(0))
     }
-    Some(Step::Done(0))
 }
 
 /// NXDOMAIN or NODATA: the zone's SOA in authority with the negative TTL (RFC 2308).
