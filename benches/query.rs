@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use criterion::{Criterion, criterion_group, criterion_main};
 use geolb::app::{self, Settings};
 use geolb::dns::{self, Transport, fast_respond};
+use geolb::snapshot::Snapshot;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
@@ -50,15 +51,20 @@ fn message(name: &str, ecs: Option<&str>) -> Vec<u8> {
     m.to_vec().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn query_path(c: &mut Criterion) {
+/// Every site up, from zones and a GeoIP database given relative to the crate root.
+fn snapshot(zones: &str, geoip: &str) -> Snapshot {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let settings = Settings {
-        zones: vec![root.join("zones")],
-        geoip: Some(root.join("geoip/demo.mmdb")),
+        zones: vec![root.join(zones)],
+        geoip: Some(root.join(geoip)),
         ..Settings::default()
     };
     let loaded = app::load(&settings).unwrap_or_else(|e| panic!("{e}"));
-    let snapshot = app::snapshot_all_up(&loaded);
+    app::snapshot_all_up(&loaded)
+}
+
+fn query_path(c: &mut Criterion) {
+    let snapshot = snapshot("zones", "geoip/demo.mmdb");
     let src: IpAddr = [127, 0, 0, 1].into();
     let cases = [
         ("static_a", message("static.example.test.", None)),
@@ -99,14 +105,10 @@ fn query_path(c: &mut Criterion) {
 /// zone, MaxMind's City test database and its ECS client, so that the user-space part
 /// of what that run measures can be followed here, without the kernel's share.
 fn peer_shapes(c: &mut Criterion) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let settings = Settings {
-        zones: vec![root.join("benches/peers/conf/geolb/example.test.toml")],
-        geoip: Some(root.join("tests/data/geoip/GeoIP2-City-Test.mmdb")),
-        ..Settings::default()
-    };
-    let loaded = app::load(&settings).unwrap_or_else(|e| panic!("{e}"));
-    let snapshot = app::snapshot_all_up(&loaded);
+    let snapshot = snapshot(
+        "benches/peers/conf/geolb/example.test.toml",
+        "tests/data/geoip/GeoIP2-City-Test.mmdb",
+    );
     let src: IpAddr = [127, 0, 0, 1].into();
     let cases = [
         ("static", message("static.example.test.", None)),

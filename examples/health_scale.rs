@@ -45,6 +45,18 @@ const POOLS: usize = SITES / POOL_SIZE;
 const ZONE: &str = "scale.test";
 
 /// The loopback address of site `i`.
+/// A scratch directory on tmpfs when there is one: overrides and state are written with
+/// fsync, which costs nothing there, so the disk does not set the pace.
+fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("temp dir")
+}
+
 fn site_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 20, (i / 200) as u8, (i % 200 + 1) as u8)
 }
@@ -700,15 +712,8 @@ fn load(control: &Control, threads: usize, phase: Duration) -> (u64, Duration) {
 }
 
 fn swap(secs: u64, rounds: usize, threads: usize) {
-    // Overrides are written with fsync before they apply; on tmpfs that costs nothing,
-    // so the disk does not limit the swap rate.
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("temp dir");
+    // Overrides are fsynced before they apply: on tmpfs, the disk does not limit the swap rate.
+    let dir = scratch_dir();
     let rt = runtime();
     let control = start_server(&rt, dir.path(), None);
     let phase = Duration::from_secs(secs);
@@ -860,13 +865,7 @@ fn dnsperf(secs: u64, rounds: usize) {
         .expect(
             "the geolb binary next to the examples directory: run `cargo build --release` first",
         );
-    let shm = Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm)
-    } else {
-        tempfile::tempdir()
-    }
-    .expect("temp dir");
+    let dir = scratch_dir();
     let zones = dir.path().join("zones");
     std::fs::create_dir_all(&zones).expect("zones dir");
     std::fs::write(zones.join("scale.test.toml"), zone_text(None)).expect("write zone");

@@ -201,13 +201,11 @@ impl<'a> Reader<'a> {
         mut depth: u32,
         until: u32,
     ) -> Option<(usize, u32)> {
-        let start = depth;
         while depth < until && self.is_node(node) {
             let bit = (bits >> (until - 1 - depth)) & 1;
             node = self.read(node, bit as usize)?;
             depth += 1;
         }
-        debug_assert!(depth >= start);
         Some((node, depth))
     }
 
