@@ -100,19 +100,21 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if n < 8 {
         return a.iter().zip(b).all(|(x, y)| x == y);
     }
-    let word = |s: &[u8], at: usize| {
-        s.get(at..at + 8)
-            .and_then(|w| <[u8; 8]>::try_from(w).ok())
-            .map(u64::from_ne_bytes)
-    };
     let mut at = 0;
     while at + 8 < n {
-        if word(a, at) != word(b, at) {
+        if word_at(a, at) != word_at(b, at) {
             return false;
         }
         at += 8;
     }
-    word(a, n - 8) == word(b, n - 8)
+    word_at(a, n - 8) == word_at(b, n - 8)
+}
+
+/// The eight bytes of `bytes` at `at`, little-endian, if there are eight.
+#[inline]
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let word = bytes.get(at..at.checked_add(8)?)?;
+    <[u8; 8]>::try_from(word).ok().map(u64::from_le_bytes)
 }
 
 /// FxHash (as in rustc) over the name's bytes, eight at a time.
@@ -161,11 +163,9 @@ impl Hasher for NameHasher {
 #[inline]
 fn tail_word(bytes: &[u8], n: usize) -> u64 {
     let len = bytes.len();
-    if let Some(last8) = len.checked_sub(8).and_then(|at| bytes.get(at..))
-        && let Ok(word) = <[u8; 8]>::try_from(last8)
-    {
+    if let Some(word) = len.checked_sub(8).and_then(|at| word_at(bytes, at)) {
         // The bytes before the tail were hashed already: shift them out.
-        return u64::from_le_bytes(word) >> (8 * (8 - n));
+        return word >> (8 * (8 - n));
     }
     let rest = &bytes[len - n..];
     if n >= 4 {
