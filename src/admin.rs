@@ -103,6 +103,7 @@ pub async fn serve(listener: tokio::net::TcpListener, token: Option<Arc<str>>, c
         .route("/v1/reload", post(reload))
         .route("/v1/explain", get(explain))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx);
@@ -133,6 +134,8 @@ fn control_error(err: ControlError) -> Response {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
         ControlError::Storage(_) | ControlError::Closed => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     };
     error(status, err.to_string())
 }
@@ -573,6 +576,18 @@ fn parse_client(text: &str) -> Option<(IpAddr, Option<Ecs>)> {
     }
 }
 
+/// The fleet as this node sees it: nodes, revisions and lag, configuration digests,
+/// etcd's members. 404 on a single node.
+async fn cluster(State(ctx): State<Ctx>) -> Response {
+    match &ctx.control.fleet {
+        Some(fleet) => axum::Json(fleet.view().await).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this node is not part of a fleet (no [cluster] in geolb.toml)",
+        ),
+    }
+}
+
 /// Prometheus text format.
 async fn metrics(State(ctx): State<Ctx>) -> Response {
     let stats = &ctx.control.stats;
@@ -613,6 +628,17 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         "Tenant change batches applied through the admin API.",
         stats.tenant_changes.load(Ordering::Relaxed),
     );
+    if let Some(fleet) = &ctx.control.fleet {
+        let status = fleet.status();
+        out.push_str(&format!(
+            "# HELP geolb_cluster_connected Whether this node is connected to etcd.\n\
+             # TYPE geolb_cluster_connected gauge\ngeolb_cluster_connected {}\n\
+             # HELP geolb_cluster_applied_revision The etcd revision this node's shared state reflects.\n\
+             # TYPE geolb_cluster_applied_revision gauge\ngeolb_cluster_applied_revision {}\n",
+            u8::from(status.connected),
+            status.applied
+        ));
+    }
     out.push_str(
         "# HELP geolb_tenants Tenants in a zone's tenant map.\n# TYPE geolb_tenants gauge\n",
     );

@@ -35,6 +35,8 @@ pub struct Settings {
     pub tcp_max_connections: Option<usize>,
     pub tcp_idle_timeout: Option<std::time::Duration>,
     pub udp_sockets: Option<usize>,
+    /// `[cluster]`: share tenants and overrides with other nodes through etcd.
+    pub cluster: Option<crate::fleet::ClusterSettings>,
 }
 
 /// `geolb.toml`: the same settings as the flags, paths relative to the file.
@@ -50,6 +52,22 @@ struct RawSettings {
     tcp_max_connections: Option<usize>,
     tcp_idle_timeout: Option<String>,
     udp_sockets: Option<usize>,
+    cluster: Option<RawCluster>,
+}
+
+/// `[cluster]` in `geolb.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    etcd: Vec<String>,
+    prefix: Option<String>,
+    node: Option<String>,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    user: Option<String>,
+    password_file: Option<String>,
+    timeout: Option<String>,
 }
 
 impl Settings {
@@ -86,10 +104,14 @@ impl Settings {
             }
             d
         });
+        let cluster = raw
+            .cluster
+            .map(|c| cluster_settings(c, dir, &source, &mut errors));
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         Ok(Settings {
+            cluster,
             zones: raw
                 .zones
                 .unwrap_or_default()
@@ -106,6 +128,85 @@ impl Settings {
             udp_sockets: raw.udp_sockets,
         })
     }
+}
+
+/// Resolves `[cluster]`: endpoints checked, paths relative to `geolb.toml`, the node
+/// name defaulting to the host name.
+fn cluster_settings(
+    raw: RawCluster,
+    dir: &Path,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> crate::fleet::ClusterSettings {
+    let at = |text: &str| source.text.find(text).unwrap_or(0);
+    if raw.etcd.is_empty() {
+        errors.push(source.error(
+            at("etcd"),
+            "cluster.etcd",
+            "no etcd endpoints (expected e.g. [\"http://127.0.0.1:2379\"])".to_string(),
+        ));
+    }
+    for endpoint in &raw.etcd {
+        let ok = (endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+            && reqwest::Url::parse(endpoint).is_ok_and(|u| u.host().is_some());
+        if !ok {
+            errors.push(source.error(
+                at(endpoint),
+                "cluster.etcd",
+                format!("invalid etcd endpoint \"{endpoint}\" (expected http://HOST:PORT or https://HOST:PORT)"),
+            ));
+        }
+    }
+    let prefix = raw.prefix.unwrap_or_else(|| "/geolb".to_string());
+    if !prefix.starts_with('/') || prefix.len() < 2 {
+        errors.push(source.error(
+            at(&prefix),
+            "cluster.prefix",
+            format!(
+                "invalid prefix \"{prefix}\" (expected an absolute key prefix such as \"/geolb\")"
+            ),
+        ));
+    }
+    let node = raw.node.unwrap_or_else(host_name);
+    if node.is_empty() || node.contains('/') || node.chars().any(char::is_control) {
+        errors.push(source.error(
+            at(&node),
+            "cluster.node",
+            format!("invalid node name \"{node}\" (no '/', no control characters)"),
+        ));
+    }
+    let timeout = match raw.timeout.as_deref() {
+        None => std::time::Duration::from_secs(5),
+        Some(t) => crate::config::parse_duration(t).unwrap_or_else(|| {
+            errors.push(source.error(
+                at(t),
+                "cluster.timeout",
+                format!("invalid duration \"{t}\""),
+            ));
+            std::time::Duration::from_secs(5)
+        }),
+    };
+    crate::fleet::ClusterSettings {
+        etcd: raw.etcd,
+        prefix: prefix.trim_end_matches('/').to_string(),
+        node,
+        ca_file: raw.ca_file.map(|f| dir.join(f)),
+        cert_file: raw.cert_file.map(|f| dir.join(f)),
+        key_file: raw.key_file.map(|f| dir.join(f)),
+        user: raw.user,
+        password_file: raw.password_file.map(|f| dir.join(f)),
+        timeout,
+    }
+}
+
+/// The host name, for defaults that name this node.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "geolb".to_string())
 }
 
 /// Everything loaded from files, validated, ready to compile.
@@ -125,6 +226,9 @@ pub struct ZoneTenants {
     pub zone: String,
     pub store: Arc<TenantStore>,
     pub shards: ShardNames,
+    /// The configured tenant map file. In a fleet the store holds the local copy of
+    /// etcd's state instead, and this file is only imported into an empty prefix.
+    pub source_map: Option<PathBuf>,
 }
 
 /// Loads zones, the GeoIP database and tenant maps, reporting every error. Tenant maps
@@ -196,12 +300,27 @@ pub fn load_for_serving(
                 continue;
             }
         };
+        let source_map = path.clone();
+        // In a fleet the store is the local copy of etcd's state, in the state
+        // directory; a node that has none yet starts from the configured map.
+        let path = match &settings.cluster {
+            None => path.clone(),
+            Some(_) => match seed_local_copy(settings, zone, &zone_name, &source_map) {
+                Ok(local) => local,
+                Err(error) => {
+                    errors.push(error);
+                    continue;
+                }
+            },
+        };
         let opened = match existing.remove(path.as_path()) {
             Some(store) => store
                 .reload(&shards)
                 .map(|table| (store.clone(), table))
                 .map_err(TenantStoreError::Map),
-            None => TenantStore::open(path, &shards).map(|(store, table)| (Arc::new(store), table)),
+            None => {
+                TenantStore::open(&path, &shards).map(|(store, table)| (Arc::new(store), table))
+            }
         };
         match opened {
             Ok((store, table)) => {
@@ -210,6 +329,7 @@ pub fn load_for_serving(
                     zone: zone_name,
                     store,
                     shards,
+                    source_map: Some(source_map),
                 })));
             }
             Err(TenantStoreError::Map(map_errors)) => {
@@ -232,6 +352,41 @@ pub fn load_for_serving(
         tenants,
         stores,
     })
+}
+
+/// The local copy of a zone's tenants in a fleet, created from the configured map
+/// (validated first) when the node has none yet.
+fn seed_local_copy(
+    settings: &Settings,
+    zone: &crate::model::Zone,
+    zone_name: &str,
+    source_map: &Path,
+) -> Result<PathBuf, ConfigError> {
+    let local = crate::fleet::local::tenant_map(&state_dir(settings), zone_name);
+    if local.exists() {
+        return Ok(local);
+    }
+    let mut errors = Vec::new();
+    load_tenants(zone, &mut errors);
+    if let Some(first) = errors.into_iter().next() {
+        return Err(first);
+    }
+    let io = |e: std::io::Error| ConfigError {
+        file: local.clone(),
+        line: 0,
+        key: String::new(),
+        message: format!("cannot create the local copy of the tenant map: {e}"),
+    };
+    if let Some(dir) = local.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = local.with_extension("tenants.seed");
+    std::fs::copy(source_map, &tmp).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, &local).map_err(io)?;
+    Ok(local)
 }
 
 fn zone_name(zone: &crate::model::Zone) -> String {
@@ -378,6 +533,12 @@ pub enum Event {
         table: TenantTable,
         reply: oneshot::Sender<()>,
     },
+    /// Replace every override (a fleet applying etcd's state); saved before it is
+    /// served, and the reply comes once it is published.
+    ReplaceOverrides {
+        overrides: Overrides,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -397,6 +558,12 @@ pub enum ControlError {
     Storage(String),
     #[error("the server is shutting down")]
     Closed,
+    /// Shared state cannot be changed now (a fleet without etcd).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Committed, but not applied here within the deadline.
+    #[error("{0}")]
+    Timeout(String),
 }
 
 /// The compiler's state: the current model and everything composed with it.
@@ -422,6 +589,7 @@ struct Compiler {
     pools_dirty: bool,
     /// Replies to send once the next snapshot is published.
     published_replies: Vec<oneshot::Sender<()>>,
+    published_replies_result: Vec<oneshot::Sender<Result<(), ControlError>>>,
     /// The tenant stores by zone name, as the admin API finds them.
     tenant_index: TenantIndex,
 }
@@ -450,6 +618,8 @@ pub struct Control {
     /// A copy of the overrides, for the admin API to show.
     pub overrides: Arc<std::sync::Mutex<Overrides>>,
     pub tenants: TenantIndex,
+    /// The fleet link, when `[cluster]` is configured: writes go through etcd.
+    pub fleet: Option<crate::fleet::Fleet>,
 }
 
 /// What a tenant change did: each tenant's shard before and after (`None`: absent).
@@ -481,6 +651,19 @@ impl Control {
         site: &str,
         state: Option<Override>,
     ) -> Result<(), ControlError> {
+        if let Some(fleet) = &self.fleet {
+            let zone_name = zone.trim_end_matches('.').to_ascii_lowercase();
+            let snapshot = self.shared.load();
+            let Some(z) = snapshot.zone_by_name(&zone_name) else {
+                return Err(ControlError::NotFound(format!("unknown zone \"{zone}\"")));
+            };
+            if !z.zone.sites.iter().any(|s| s.name == site) {
+                return Err(ControlError::NotFound(format!(
+                    "unknown site \"{site}\" in zone \"{zone_name}\""
+                )));
+            }
+            return fleet.set_override(&zone_name, site, state).await;
+        }
         let (reply, rx) = oneshot::channel();
         let event = Event::Override {
             zone: zone.to_string(),
@@ -545,6 +728,16 @@ impl Control {
                 }
             })
             .collect();
+        if let Some(fleet) = &self.fleet {
+            let mut changes = changes;
+            for (tenant, _) in &mut changes {
+                *tenant = crate::tenants::normalize_tenant_name(tenant).map_err(|reason| {
+                    ControlError::Invalid(format!("invalid tenant name {tenant:?}: {reason}"))
+                })?;
+            }
+            fleet.change_tenants(&zt, &changes).await?;
+            return Ok(outcome);
+        }
         let table = zt.store.apply_named(changes).await.map_err(|e| match e {
             TenantStoreError::InvalidTenant { .. } => ControlError::Invalid(e.to_string()),
             TenantStoreError::UnknownShardName { .. } => ControlError::NotFound(e.to_string()),
@@ -600,6 +793,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         pools: Vec::new(),
         pools_dirty: true,
         published_replies: Vec::new(),
+        published_replies_result: Vec::new(),
         tenant_index: tenant_index.clone(),
         shown_overrides: shown_overrides.clone(),
         settings,
@@ -626,6 +820,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         stats,
         overrides: shown_overrides,
         tenants: tenant_index,
+        fleet: None,
     })
 }
 
@@ -680,6 +875,14 @@ impl Compiler {
             }) => {
                 self.install_tenants(&store, table);
                 self.published_replies.push(reply);
+            }
+            Input::Control(Event::ReplaceOverrides { overrides, reply }) => {
+                match self.replace_overrides(overrides) {
+                    Ok(()) => self.published_replies_result.push(reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Input::Health(event) => {
                 self.stats.health_changes.fetch_add(1, Ordering::Relaxed);
@@ -786,6 +989,22 @@ impl Compiler {
         }
     }
 
+    /// Replaces every override at once, durably first.
+    fn replace_overrides(&mut self, next: Overrides) -> Result<(), ControlError> {
+        if next == self.overrides {
+            return Ok(());
+        }
+        overrides::save(&self.state_dir, &next)
+            .map_err(|e| ControlError::Storage(e.to_string()))?;
+        if let Ok(mut shown) = self.shown_overrides.lock() {
+            *shown = next.clone();
+        }
+        tracing::info!(zones = next.len(), "overrides updated from the fleet");
+        self.overrides = next;
+        self.pools_dirty = true;
+        Ok(())
+    }
+
     fn set_override(
         &mut self,
         zone: &str,
@@ -882,6 +1101,9 @@ impl Compiler {
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         for reply in self.published_replies.drain(..) {
             let _ = reply.send(());
+        }
+        for reply in self.published_replies_result.drain(..) {
+            let _ = reply.send(Ok(()));
         }
     }
 

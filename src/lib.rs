@@ -18,6 +18,7 @@ pub mod admin_client;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod model;

@@ -325,7 +325,20 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         Some(addr) => Some(geolb::admin::bind(addr, settings.admin_token_file.as_deref()).await?),
         None => None,
     };
-    let control = app::start(settings.clone(), loaded)?;
+    let zone_files: Vec<PathBuf> = loaded.model.zones.iter().map(|z| z.file.clone()).collect();
+    let mut control = app::start(settings.clone(), loaded)?;
+    if let Some(cluster) = settings.cluster.clone() {
+        tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, prefix = %cluster.prefix, "fleet mode: tenants and overrides are shared through etcd");
+        let fleet = geolb::fleet::Fleet::start(
+            cluster,
+            &app::state_dir(&settings),
+            &zone_files,
+            control.events.clone(),
+            control.tenants.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?;
+        control.fleet = Some(fleet);
+    }
     tracing::info!(zones = n_zones, names = n_names, "zones loaded");
     let mut lines = String::new();
     if let Some((listener, token)) = admin {

@@ -1,0 +1,1013 @@
+//! The fleet: several geolb nodes sharing tenants and overrides through etcd.
+//!
+//! This module has one job: carry shared state between etcd and the compiler. It
+//! writes operator changes (tenant moves, overrides) to etcd, watches etcd for every
+//! node's changes, applies them to this node's local copy (the tenant stores and the
+//! overrides file in the state directory, plus the revision they reflect) and hands
+//! them to the compiler as ordinary events. It also keeps this node's entry in the
+//! node registry. Without a `[cluster]` table none of this runs, and geolb is the
+//! single node it always was.
+//!
+//! What lives in etcd, under the prefix `P` (default `/geolb`):
+//! - `P/zones/Z/tenants/log/ID`: one committed tenant batch, lines `tenant<TAB>shard`
+//!   (or `tenant` alone: removed); a batch too large for one etcd request is staged
+//!   first under `P/zones/Z/tenants/stage/ID/N` and the log entry names it. Log entries
+//!   apply in the order of their create revisions; the log entry's put is the commit,
+//!   so a batch of any size becomes visible to readers at one revision.
+//! - `P/zones/Z/tenants/imported`: created (once, by a transaction) by the node that
+//!   imported the zone's tenant map file into an empty prefix.
+//! - `P/zones/Z/overrides/SITE`: `up`, `down` or `drain`; absent means auto.
+//! - `P/nodes/NODE`: the node registry, under the node's lease.
+//!
+//! Invariant: nothing here is on the query path; DNS answers come from the snapshot,
+//! which keeps serving the last state whatever etcd does. A write is acknowledged only
+//! once etcd has committed it and this node has applied it.
+
+pub mod etcd;
+pub mod local;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::app::{ControlError, Event, TenantIndex, ZoneTenants};
+use crate::overrides::{Override, Overrides};
+use crate::tenants::ShardNames;
+use etcd::{Compare, Etcd, EtcdError, EtcdOptions, Kv, Op};
+
+/// Tenant changes in order: tenant, and its new shard (`None`: removed).
+type Changes = Vec<(Box<str>, Option<Box<str>>)>;
+
+/// `[cluster]` in `geolb.toml`, resolved.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub etcd: Vec<String>,
+    pub prefix: String,
+    pub node: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// Deadline of one etcd request, and of waiting for a write to be applied.
+    pub timeout: Duration,
+}
+
+/// A batch whose encoding is larger than this is staged in chunks first: etcd refuses
+/// requests over `--max-request-bytes` (1.5 MiB by default), and base64 in JSON adds a
+/// third.
+const INLINE_MAX: usize = 512 << 10;
+/// The size of one staged chunk.
+const CHUNK_MAX: usize = 512 << 10;
+/// First line of a log entry that carries its changes.
+const INLINE_HEADER: &str = "geolb-tenants 1\n";
+/// First words of a log entry whose changes are staged: `geolb-tenants-staged 1 ID N`.
+const STAGED_HEADER: &str = "geolb-tenants-staged 1 ";
+/// Lease of the node registry entry.
+const LEASE_TTL: i64 = 10;
+/// How often a connected node checks that its etcd member still serves linearizable
+/// reads (a member cut off from its quorum keeps a watch open but silent).
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// What the fleet reports about itself.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub connected: bool,
+    /// The etcd revision this node's shared state reflects.
+    pub applied: i64,
+    pub last_error: Option<String>,
+}
+
+/// Handle to the running fleet link.
+#[derive(Clone)]
+pub struct Fleet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    etcd: Etcd,
+    settings: ClusterSettings,
+    prefix: String,
+    status: watch::Sender<Status>,
+    events: mpsc::UnboundedSender<Event>,
+    tenants: TenantIndex,
+    local: local::LocalCopy,
+    started: u64,
+    config_digest: String,
+    /// Overrides as etcd has them, applied in full to the compiler on every change.
+    overrides: tokio::sync::Mutex<Overrides>,
+}
+
+impl Fleet {
+    /// Starts the link: the node serves its local copy at once and catches up with etcd
+    /// in the background.
+    pub fn start(
+        settings: ClusterSettings,
+        state_dir: &Path,
+        zone_files: &[PathBuf],
+        events: mpsc::UnboundedSender<Event>,
+        tenants: TenantIndex,
+    ) -> Result<Fleet, String> {
+        let options = etcd_options(&settings)?;
+        let etcd = Etcd::new(&settings.etcd, options)?;
+        let local = local::LocalCopy::open(state_dir)?;
+        let applied = local.applied().map_or(0, |a| a.revision);
+        let (status, _) = watch::channel(Status {
+            connected: false,
+            applied,
+            last_error: None,
+        });
+        let prefix = settings.prefix.trim_end_matches('/').to_string();
+        let inner = Arc::new(Inner {
+            etcd,
+            prefix,
+            status,
+            events,
+            tenants,
+            local,
+            started: now_secs(),
+            config_digest: config_digest(zone_files),
+            overrides: tokio::sync::Mutex::new(
+                crate::overrides::load(state_dir).unwrap_or_default(),
+            ),
+            settings,
+        });
+        tokio::spawn(run(Arc::clone(&inner)));
+        Ok(Fleet { inner })
+    }
+
+    pub fn status(&self) -> Status {
+        self.inner.status.borrow().clone()
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.settings.node
+    }
+
+    /// Commits a batch of tenant changes to etcd and waits until this node serves it.
+    pub async fn change_tenants(
+        &self,
+        zt: &ZoneTenants,
+        changes: &[(Box<str>, Option<Box<str>>)],
+    ) -> Result<(), ControlError> {
+        let inner = &self.inner;
+        inner.require_connected()?;
+        let text = encode_changes(changes);
+        let id = new_id();
+        let log_key = inner.key(&format!("zones/{}/tenants/log/{id}", zt.zone));
+        let value = if text.len() <= INLINE_MAX {
+            let mut value = INLINE_HEADER.as_bytes().to_vec();
+            value.extend_from_slice(&text);
+            value
+        } else {
+            let chunks = inner.stage(&zt.zone, &id, &text).await?;
+            format!("{STAGED_HEADER}{id} {chunks}\n").into_bytes()
+        };
+        let revision = inner
+            .etcd
+            .put(log_key.as_bytes(), &value, 0)
+            .await
+            .map_err(write_error)?;
+        inner.wait_applied(revision).await
+    }
+
+    /// Sets (`Some`) or clears an override in etcd and waits until this node applies it.
+    pub async fn set_override(
+        &self,
+        zone: &str,
+        site: &str,
+        state: Option<Override>,
+    ) -> Result<(), ControlError> {
+        let inner = &self.inner;
+        inner.require_connected()?;
+        let key = inner.key(&format!("zones/{zone}/overrides/{site}"));
+        let revision = match state {
+            Some(state) => inner
+                .etcd
+                .put(key.as_bytes(), override_name(state).as_bytes(), 0)
+                .await
+                .map_err(write_error)?,
+            None => {
+                let (revision, deleted) = inner
+                    .etcd
+                    .delete(key.as_bytes(), None)
+                    .await
+                    .map_err(write_error)?;
+                if deleted == 0 {
+                    // Already auto in etcd: no event will come, and nothing changes.
+                    return Ok(());
+                }
+                revision
+            }
+        };
+        inner.wait_applied(revision).await
+    }
+
+    /// The cluster as this node and etcd see it: nodes, their revisions and lag,
+    /// configuration digests, and each etcd member's health.
+    pub async fn view(&self) -> Value {
+        let inner = &self.inner;
+        let status = self.status();
+        let mut members = Vec::new();
+        for endpoint in inner.etcd.endpoints() {
+            members.push(match inner.etcd.status(endpoint).await {
+                Ok(s) => json!({
+                    "endpoint": endpoint,
+                    "healthy": true,
+                    "version": s.get("version"),
+                    "leader": s.get("leader"),
+                    "raft_index": s.get("raftIndex"),
+                    "db_size": s.get("dbSize"),
+                    "errors": s.get("errors"),
+                }),
+                Err(e) => json!({ "endpoint": endpoint, "healthy": false, "error": e.to_string() }),
+            });
+        }
+        let prefix = inner.key("nodes/");
+        let (nodes, revision, error) = match inner.etcd.range_prefix(prefix.as_bytes(), 0).await {
+            Ok(range) => {
+                let nodes: Vec<Value> = range
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                    .map(|mut node| {
+                        let applied = node.get("revision").and_then(Value::as_i64).unwrap_or(0);
+                        node["lag"] = json!(range.revision.saturating_sub(applied));
+                        node
+                    })
+                    .collect();
+                (nodes, range.revision, None)
+            }
+            Err(e) => (Vec::new(), 0, Some(e.to_string())),
+        };
+        let digests: std::collections::BTreeSet<&str> = nodes
+            .iter()
+            .filter_map(|n| n.get("config_digest").and_then(Value::as_str))
+            .collect();
+        json!({
+            "node": inner.settings.node,
+            "connected": status.connected,
+            "applied_revision": status.applied,
+            "last_error": status.last_error,
+            "etcd_revision": revision,
+            "etcd_error": error,
+            "config_digest": inner.config_digest,
+            "configs_differ": digests.len() > 1,
+            "nodes": nodes,
+            "etcd": members,
+        })
+    }
+}
+
+impl Inner {
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.prefix)
+    }
+
+    fn require_connected(&self) -> Result<(), ControlError> {
+        let status = self.status.borrow();
+        if status.connected {
+            return Ok(());
+        }
+        let why = status.last_error.as_deref().unwrap_or("not connected yet");
+        Err(ControlError::Unavailable(format!(
+            "etcd is unreachable ({why}); shared state cannot be changed now, and this node \
+             keeps answering from its last state"
+        )))
+    }
+
+    /// Waits until this node has applied `revision` (its watch saw and served it).
+    async fn wait_applied(&self, revision: i64) -> Result<(), ControlError> {
+        let mut rx = self.status.subscribe();
+        let waited = tokio::time::timeout(
+            self.settings.timeout,
+            rx.wait_for(|s| s.applied >= revision),
+        )
+        .await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ControlError::Timeout(format!(
+                "committed in etcd at revision {revision}, but not yet applied by this node \
+                 (it will be once its watch catches up; the change is safe to retry)"
+            ))),
+        }
+    }
+
+    /// Writes `text` (whole lines) in chunks under the stage prefix of batch `id`;
+    /// returns the number of chunks.
+    async fn stage(&self, zone: &str, id: &str, text: &[u8]) -> Result<usize, ControlError> {
+        let mut n = 0;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(CHUNK_MAX);
+            if end < rest.len() {
+                // Cut after a newline, so that every chunk holds whole lines.
+                end = rest[..end]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(end, |i| i + 1);
+            }
+            let key = self.key(&format!("zones/{zone}/tenants/stage/{id}/{n:08}"));
+            if let Err(e) = self.etcd.put(key.as_bytes(), &rest[..end], 0).await {
+                // Staged chunks are invisible until a log entry names them; leave no
+                // garbage behind if etcd lets us.
+                let stage = self.key(&format!("zones/{zone}/tenants/stage/{id}/"));
+                let _ = self
+                    .etcd
+                    .delete(stage.as_bytes(), Some(&etcd::prefix_end(stage.as_bytes())))
+                    .await;
+                return Err(write_error(e));
+            }
+            rest = &rest[end..];
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn set_status(&self, change: impl FnOnce(&mut Status)) {
+        self.status.send_modify(change);
+    }
+}
+
+/// Reconnects forever with backoff; one log line per change of state.
+async fn run(inner: Arc<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let error = session(&inner).await;
+        let was_connected = inner.status.borrow().connected;
+        let message = error.to_string();
+        if was_connected {
+            tracing::warn!(error = %message, "lost etcd; answering from the last state, writes refused until it is back");
+            backoff = Duration::from_millis(100);
+        } else if inner.status.borrow().last_error.is_none() {
+            tracing::warn!(error = %message, "cannot reach etcd; answering from the local copy, writes refused until it is reachable");
+        }
+        inner.set_status(|s| {
+            s.connected = false;
+            s.last_error = Some(message);
+        });
+        inner.etcd.rotate();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One connection: catch up, register, then follow the watch until something fails.
+async fn session(inner: &Arc<Inner>) -> EtcdError {
+    match session_inner(inner).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
+    let zones_prefix = inner.key("zones/");
+    let probe = inner
+        .etcd
+        .range(inner.key("nodes/").as_bytes(), None, 0, 1)
+        .await?;
+    let cluster_id = probe.cluster_id.clone();
+    let local = inner
+        .local
+        .applied()
+        .filter(|a| a.cluster_id == cluster_id && a.prefix == inner.prefix);
+    let mut watch = match local {
+        Some(applied) => {
+            let watched = inner
+                .etcd
+                .watch(
+                    zones_prefix.as_bytes(),
+                    &etcd::prefix_end(zones_prefix.as_bytes()),
+                    applied.revision + 1,
+                )
+                .await;
+            match watched {
+                Ok(watch) => {
+                    tracing::info!(
+                        revision = applied.revision,
+                        "catching up with etcd from the local copy's revision"
+                    );
+                    watch
+                }
+                Err(EtcdError::Compacted { compacted, .. }) => {
+                    tracing::info!(
+                        revision = applied.revision,
+                        compacted,
+                        "etcd has compacted past the local copy; resyncing in full"
+                    );
+                    resync(inner, &cluster_id).await?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        None => resync(inner, &cluster_id).await?,
+    };
+    let lease = inner.etcd.lease_grant(LEASE_TTL).await?;
+    register(inner, lease).await?;
+    inner.set_status(|s| {
+        s.connected = true;
+        s.last_error = None;
+    });
+    tracing::info!(node = %inner.settings.node, revision = inner.status.borrow().applied, "connected to etcd");
+    let node_key = inner.key(&format!("nodes/{}", inner.settings.node));
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut keepalive = tokio::time::interval(Duration::from_secs((LEASE_TTL / 3).max(1) as u64));
+    let mut registered_at = inner.status.borrow().applied;
+    let result = loop {
+        tokio::select! {
+            batch = watch.next() => {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(EtcdError::Compacted { .. }) => {
+                        watch = resync(inner, &cluster_id).await?;
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                };
+                if let Err(e) = apply_batch(inner, &cluster_id, batch).await {
+                    break Err(e);
+                }
+            }
+            _ = ping.tick() => {
+                // A linearizable read: fails when the member has no quorum.
+                match inner.etcd.range(node_key.as_bytes(), None, 0, 1).await {
+                    Ok(range) if range.kvs.is_empty() => {
+                        // The lease ran out (a long pause): register again.
+                        let lease = inner.etcd.lease_grant(LEASE_TTL).await?;
+                        register(inner, lease).await?;
+                    }
+                    Ok(_) => {
+                        let applied = inner.status.borrow().applied;
+                        if applied != registered_at {
+                            register(inner, lease).await?;
+                            registered_at = applied;
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            _ = keepalive.tick() => {
+                if inner.etcd.lease_keepalive(lease).await? <= 0 {
+                    break Err(EtcdError::Server("the node's lease expired".into()));
+                }
+            }
+        }
+    };
+    // A revoked lease removes this node from the registry at once; if etcd is gone the
+    // lease expires on its own.
+    let _ = tokio::time::timeout(Duration::from_millis(500), inner.etcd.lease_revoke(lease)).await;
+    result
+}
+
+/// Puts this node's registry entry under `lease`.
+async fn register(inner: &Inner, lease: i64) -> Result<(), EtcdError> {
+    let entry = json!({
+        "node": inner.settings.node,
+        "version": env!("CARGO_PKG_VERSION"),
+        "config_digest": inner.config_digest,
+        "revision": inner.status.borrow().applied,
+        "started": inner.started,
+    });
+    let key = inner.key(&format!("nodes/{}", inner.settings.node));
+    inner
+        .etcd
+        .put(key.as_bytes(), entry.to_string().as_bytes(), lease)
+        .await
+        .map(|_| ())
+}
+
+/// Reads the whole shared state at one revision, imports tenant maps into zones that
+/// have none yet, makes the local copy equal to it, and returns a watch from there.
+async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, EtcdError> {
+    let zones_prefix = inner.key("zones/");
+    let mut range = inner.etcd.range_prefix(zones_prefix.as_bytes(), 0).await?;
+    if import_missing(inner, &range.kvs).await? {
+        range = inner.etcd.range_prefix(zones_prefix.as_bytes(), 0).await?;
+    }
+    let revision = range.revision;
+    let mut logs: BTreeMap<String, Vec<&Kv>> = BTreeMap::new();
+    let mut overrides = Overrides::new();
+    for kv in &range.kvs {
+        match parse_key(&inner.prefix, &kv.key) {
+            Some(Key::Log { zone }) => logs.entry(zone).or_default().push(kv),
+            Some(Key::Override { zone, site }) => {
+                if let Some(state) = parse_override(&kv.value) {
+                    overrides.entry(zone).or_default().insert(site, state);
+                }
+            }
+            _ => {}
+        }
+    }
+    let index: Vec<Arc<ZoneTenants>> = inner
+        .tenants
+        .read()
+        .map(|i| i.values().cloned().collect())
+        .unwrap_or_default();
+    for zt in index {
+        let mut entries = logs.remove(&zt.zone).unwrap_or_default();
+        entries.sort_by_key(|kv| kv.create_revision);
+        let mut target: HashMap<Box<str>, Box<str>> = HashMap::new();
+        for kv in entries {
+            for (tenant, shard) in entry_changes(inner, &zt.zone, kv, revision).await? {
+                match shard {
+                    Some(shard) => target.insert(tenant, shard),
+                    None => target.remove(&tenant),
+                };
+            }
+        }
+        let current = zt.store.current();
+        let mut changes: Vec<(Box<str>, Option<Box<str>>)> = Vec::new();
+        for (tenant, _) in current.iter_unordered() {
+            if !target.contains_key(tenant) {
+                changes.push((tenant.into(), None));
+            }
+        }
+        for (tenant, shard) in target {
+            let same = current
+                .get(&tenant)
+                .and_then(|idx| zt.shards.name(idx))
+                .is_some_and(|s| *s == *shard);
+            if !same {
+                changes.push((tenant, Some(shard)));
+            }
+        }
+        let n = changes.len();
+        apply_tenants(inner, &zt, changes).await?;
+        tracing::info!(zone = %zt.zone, revision, changed = n, tenants = zt.store.current().len(), "tenants resynced from etcd");
+    }
+    apply_overrides(inner, overrides).await?;
+    finish_revision(inner, cluster_id, revision).await?;
+    inner
+        .etcd
+        .watch(
+            zones_prefix.as_bytes(),
+            &etcd::prefix_end(zones_prefix.as_bytes()),
+            revision + 1,
+        )
+        .await
+}
+
+/// For every sharded zone served here that etcd has no tenants for yet, imports the
+/// zone's tenant map file, exactly once across racing nodes (a transaction on the
+/// `imported` marker commits the log entry). Returns whether anything was imported.
+async fn import_missing(inner: &Arc<Inner>, kvs: &[Kv]) -> Result<bool, EtcdError> {
+    let imported: std::collections::HashSet<String> = kvs
+        .iter()
+        .filter_map(|kv| match parse_key(&inner.prefix, &kv.key) {
+            Some(Key::Imported { zone }) => Some(zone),
+            _ => None,
+        })
+        .collect();
+    let index: Vec<Arc<ZoneTenants>> = inner
+        .tenants
+        .read()
+        .map(|i| i.values().cloned().collect())
+        .unwrap_or_default();
+    let mut any = false;
+    for zt in index {
+        if imported.contains(&zt.zone) {
+            continue;
+        }
+        let Some(source) = &zt.source_map else {
+            continue;
+        };
+        let text = match read_map(source, &zt.shards) {
+            Ok(text) => text,
+            Err(message) => {
+                tracing::error!(zone = %zt.zone, map = %source.display(), error = %message, "cannot import the tenant map into etcd");
+                continue;
+            }
+        };
+        let id = new_id();
+        let value = if text.len() <= INLINE_MAX {
+            let mut value = INLINE_HEADER.as_bytes().to_vec();
+            value.extend_from_slice(&text);
+            value
+        } else {
+            let chunks = inner
+                .stage(&zt.zone, &id, &text)
+                .await
+                .map_err(|e| EtcdError::Unknown(e.to_string()))?;
+            format!("{STAGED_HEADER}{id} {chunks}\n").into_bytes()
+        };
+        let marker = inner.key(&format!("zones/{}/tenants/imported", zt.zone));
+        let log_key = inner.key(&format!("zones/{}/tenants/log/{id}", zt.zone));
+        let note = json!({ "node": inner.settings.node, "map": source.display().to_string(), "at": now_secs() });
+        let (won, _) = inner
+            .etcd
+            .txn(
+                &[Compare::Absent(marker.as_bytes().to_vec())],
+                &[
+                    Op::Put {
+                        key: marker.into_bytes(),
+                        value: note.to_string().into_bytes(),
+                        lease: 0,
+                    },
+                    Op::Put {
+                        key: log_key.into_bytes(),
+                        value,
+                        lease: 0,
+                    },
+                ],
+                &[],
+            )
+            .await?;
+        if won {
+            tracing::info!(zone = %zt.zone, map = %source.display(), bytes = text.len(), "imported the tenant map into etcd; from now on etcd, not this file, is the source of truth");
+            any = true;
+        } else {
+            let stage = inner.key(&format!("zones/{}/tenants/stage/{id}/", zt.zone));
+            let _ = inner
+                .etcd
+                .delete(stage.as_bytes(), Some(&etcd::prefix_end(stage.as_bytes())))
+                .await;
+            tracing::info!(zone = %zt.zone, "another node imported the tenant map first");
+            any = true;
+        }
+    }
+    Ok(any)
+}
+
+/// Applies one watch message: every tenant batch and override in it, then the revision.
+async fn apply_batch(
+    inner: &Arc<Inner>,
+    cluster_id: &str,
+    batch: etcd::WatchBatch,
+) -> Result<(), EtcdError> {
+    let Some(last) = batch.events.last().map(|e| e.kv.mod_revision) else {
+        return Ok(());
+    };
+    let mut tenant_changes: BTreeMap<String, Changes> = BTreeMap::new();
+    let mut overrides: Option<Overrides> = None;
+    for event in &batch.events {
+        match parse_key(&inner.prefix, &event.kv.key) {
+            Some(Key::Log { zone }) if !event.deleted => {
+                let changes = entry_changes(inner, &zone, &event.kv, event.kv.mod_revision).await?;
+                tenant_changes.entry(zone).or_default().extend(changes);
+            }
+            Some(Key::Override { zone, site }) => {
+                let next = match &mut overrides {
+                    Some(next) => next,
+                    None => overrides.insert(inner.overrides.lock().await.clone()),
+                };
+                let sites = next.entry(zone.clone()).or_default();
+                match (event.deleted, parse_override(&event.kv.value)) {
+                    (true, _) => {
+                        sites.remove(&site);
+                    }
+                    (false, Some(state)) => {
+                        sites.insert(site, state);
+                    }
+                    (false, None) => {
+                        tracing::warn!(zone = %zone, site = %site, "ignoring an override in etcd that is not up, down or drain");
+                    }
+                }
+                if sites.is_empty() {
+                    next.remove(&zone);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (zone, changes) in tenant_changes {
+        let zt = inner
+            .tenants
+            .read()
+            .ok()
+            .and_then(|i| i.get(&zone).cloned());
+        match zt {
+            Some(zt) => apply_tenants(inner, &zt, changes).await?,
+            None => {
+                tracing::debug!(zone = %zone, "tenant changes for a zone this node does not route")
+            }
+        }
+    }
+    if let Some(next) = overrides {
+        apply_overrides(inner, next).await?;
+    }
+    finish_revision(inner, cluster_id, last).await
+}
+
+/// Makes tenant changes durable in the local copy and serves them. Changes this node
+/// cannot apply (a shard its configuration lacks, a bad name) are skipped with a
+/// warning: the other nodes apply them, and the registry shows the configurations
+/// differ.
+async fn apply_tenants(
+    inner: &Inner,
+    zt: &ZoneTenants,
+    changes: Vec<(Box<str>, Option<Box<str>>)>,
+) -> Result<(), EtcdError> {
+    let mut skipped = 0usize;
+    let mut first_skipped = None;
+    let changes: Vec<_> = changes
+        .into_iter()
+        .filter(|(tenant, shard)| {
+            let ok = crate::tenants::validate_tenant_name(tenant).is_ok()
+                && shard.as_deref().is_none_or(|s| zt.shards.idx(s).is_some());
+            if !ok {
+                skipped += 1;
+                first_skipped.get_or_insert_with(|| format!("{tenant} -> {shard:?}"));
+            }
+            ok
+        })
+        .collect();
+    if skipped > 0 {
+        tracing::warn!(zone = %zt.zone, skipped, example = ?first_skipped, known = %zt.shards.joined(), "skipping tenant changes from etcd naming shards this node's configuration lacks");
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let table = zt
+        .store
+        .apply_named(changes)
+        .await
+        .map_err(|e| EtcdError::Unknown(format!("local copy of {}: {e}", zt.zone)))?;
+    let (reply, published) = oneshot::channel();
+    let _ = inner.events.send(Event::Tenants {
+        store: zt.store.clone(),
+        table,
+        reply,
+    });
+    let _ = published.await;
+    Ok(())
+}
+
+/// Hands the full override map to the compiler, which saves and serves it.
+async fn apply_overrides(inner: &Inner, next: Overrides) -> Result<(), EtcdError> {
+    let mut current = inner.overrides.lock().await;
+    if *current == next {
+        return Ok(());
+    }
+    let (reply, done) = oneshot::channel();
+    let _ = inner.events.send(Event::ReplaceOverrides {
+        overrides: next.clone(),
+        reply,
+    });
+    match done.await {
+        Ok(Ok(())) => {
+            *current = next;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(EtcdError::Unknown(format!(
+            "local copy of the overrides: {e}"
+        ))),
+        Err(_) => Err(EtcdError::Unknown("the server is shutting down".into())),
+    }
+}
+
+/// Records that the local copy reflects `revision`, then lets waiting writers go.
+async fn finish_revision(inner: &Inner, cluster_id: &str, revision: i64) -> Result<(), EtcdError> {
+    let applied = local::Applied {
+        cluster_id: cluster_id.to_string(),
+        prefix: inner.prefix.clone(),
+        revision,
+    };
+    let local = inner.local.clone();
+    tokio::task::spawn_blocking(move || local.save(&applied))
+        .await
+        .map_err(|e| EtcdError::Unknown(e.to_string()))?
+        .map_err(EtcdError::Unknown)?;
+    inner.set_status(|s| s.applied = s.applied.max(revision));
+    Ok(())
+}
+
+/// The changes a log entry carries, reading its staged chunks (as of `revision`) when
+/// it names them.
+async fn entry_changes(
+    inner: &Inner,
+    zone: &str,
+    kv: &Kv,
+    revision: i64,
+) -> Result<Vec<(Box<str>, Option<Box<str>>)>, EtcdError> {
+    let value = &kv.value;
+    if let Some(body) = value.strip_prefix(INLINE_HEADER.as_bytes()) {
+        return Ok(decode_changes(body));
+    }
+    if let Some(rest) = value.strip_prefix(STAGED_HEADER.as_bytes()) {
+        let rest = String::from_utf8_lossy(rest);
+        let mut words = rest.split_whitespace();
+        let (Some(id), Some(n)) = (
+            words.next(),
+            words.next().and_then(|n| n.parse::<usize>().ok()),
+        ) else {
+            tracing::warn!(zone, "ignoring a malformed staged tenant batch in etcd");
+            return Ok(Vec::new());
+        };
+        let stage = inner.key(&format!("zones/{zone}/tenants/stage/{id}/"));
+        let range = inner.etcd.range_prefix(stage.as_bytes(), revision).await?;
+        if range.kvs.len() != n {
+            return Err(EtcdError::Protocol(format!(
+                "tenant batch {id} in zone {zone} names {n} staged chunks, etcd holds {}",
+                range.kvs.len()
+            )));
+        }
+        let mut changes = Vec::new();
+        for chunk in &range.kvs {
+            changes.extend(decode_changes(&chunk.value));
+        }
+        return Ok(changes);
+    }
+    tracing::warn!(
+        zone,
+        "ignoring a tenant log entry in etcd in an unknown format"
+    );
+    Ok(Vec::new())
+}
+
+/// What a key under the prefix is.
+enum Key {
+    Log { zone: String },
+    Imported { zone: String },
+    Override { zone: String, site: String },
+}
+
+fn parse_key(prefix: &str, key: &[u8]) -> Option<Key> {
+    let key = std::str::from_utf8(key).ok()?;
+    let rest = key.strip_prefix(prefix)?.strip_prefix("/zones/")?;
+    let (zone, rest) = rest.split_once('/')?;
+    let zone = zone.to_string();
+    if let Some(site) = rest.strip_prefix("overrides/") {
+        return Some(Key::Override {
+            zone,
+            site: site.to_string(),
+        });
+    }
+    if rest == "tenants/imported" {
+        return Some(Key::Imported { zone });
+    }
+    rest.strip_prefix("tenants/log/").map(|_| Key::Log { zone })
+}
+
+fn parse_override(value: &[u8]) -> Option<Override> {
+    match value {
+        b"up" => Some(Override::Up),
+        b"down" => Some(Override::Down),
+        b"drain" => Some(Override::Drain),
+        _ => None,
+    }
+}
+
+fn override_name(state: Override) -> &'static str {
+    match state {
+        Override::Up => "up",
+        Override::Down => "down",
+        Override::Drain => "drain",
+    }
+}
+
+/// Lines `tenant<TAB>shard`, or `tenant` alone for a removal. Tenant names cannot hold
+/// a tab or a newline, and shard names hold no control characters.
+fn encode_changes(changes: &[(Box<str>, Option<Box<str>>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(changes.len() * 24);
+    for (tenant, shard) in changes {
+        out.extend_from_slice(tenant.as_bytes());
+        if let Some(shard) = shard {
+            out.push(b'\t');
+            out.extend_from_slice(shard.as_bytes());
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
+fn decode_changes(text: &[u8]) -> Vec<(Box<str>, Option<Box<str>>)> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| match line.split_once('\t') {
+            Some((tenant, shard)) => (tenant.into(), Some(shard.into())),
+            None => (line.into(), None),
+        })
+        .collect()
+}
+
+/// The tenant map file as change lines, for the first import.
+fn read_map(path: &Path, shards: &ShardNames) -> Result<Vec<u8>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let table = crate::tenants::parse_map(path, &text, shards).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let changes: Vec<(Box<str>, Option<Box<str>>)> = table
+        .iter()
+        .filter_map(|(tenant, idx)| Some((tenant.into(), Some(shards.name(idx)?.into()))))
+        .collect();
+    Ok(encode_changes(&changes))
+}
+
+fn write_error(e: EtcdError) -> ControlError {
+    match e {
+        EtcdError::Unknown(m) => ControlError::Unavailable(format!(
+            "etcd did not confirm the write ({m}); it may or may not have been committed, \
+             and retrying is safe"
+        )),
+        other => ControlError::Unavailable(other.to_string()),
+    }
+}
+
+fn etcd_options(settings: &ClusterSettings) -> Result<EtcdOptions, String> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
+    };
+    let ca_pem = settings
+        .ca_file
+        .as_ref()
+        .map(|p| read(p, "ca_file"))
+        .transpose()?;
+    let client_identity = match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => Some((read(cert, "cert_file")?, read(key, "key_file")?)),
+        (None, None) => None,
+        _ => return Err("[cluster] cert_file and key_file go together".into()),
+    };
+    let user = match (&settings.user, &settings.password_file) {
+        (Some(user), Some(file)) => {
+            let password = String::from_utf8(read(file, "password_file")?)
+                .map_err(|_| format!("{} is not UTF-8", file.display()))?;
+            Some((
+                user.clone(),
+                password.trim_end_matches(['\r', '\n']).to_string(),
+            ))
+        }
+        (None, None) => None,
+        _ => return Err("[cluster] user and password_file go together".into()),
+    };
+    Ok(EtcdOptions {
+        ca_pem,
+        client_identity,
+        user,
+        timeout: settings.timeout,
+    })
+}
+
+/// A digest of the zone configuration (every zone file's bytes, in path order), so the
+/// registry shows when nodes serve different configurations.
+fn config_digest(zone_files: &[PathBuf]) -> String {
+    let mut files: Vec<&PathBuf> = zone_files.iter().collect();
+    files.sort();
+    let mut hasher = crc32fast::Hasher::new();
+    let mut total = 0usize;
+    for file in files {
+        if let Ok(bytes) = std::fs::read(file) {
+            total += bytes.len();
+            hasher.update(
+                file.file_name()
+                    .map(|n| n.as_encoded_bytes())
+                    .unwrap_or_default(),
+            );
+            hasher.update(&bytes);
+        }
+    }
+    format!("{:08x}-{total}", hasher.finalize())
+}
+
+fn new_id() -> String {
+    format!("{:016x}{:08x}", rand::random::<u64>(), now_secs() as u32)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip() {
+        let changes: Vec<(Box<str>, Option<Box<str>>)> = vec![
+            ("acme".into(), Some("s1".into())),
+            ("gone".into(), None),
+            ("b".into(), Some("shard with space".into())),
+        ];
+        assert_eq!(decode_changes(&encode_changes(&changes)), changes);
+    }
+
+    #[test]
+    fn keys() {
+        let p = "/geolb";
+        assert!(
+            matches!(parse_key(p, b"/geolb/zones/example.test/tenants/log/ab"), Some(Key::Log { zone }) if zone == "example.test")
+        );
+        assert!(
+            matches!(parse_key(p, b"/geolb/zones/z/overrides/ams1"), Some(Key::Override { site, .. }) if site == "ams1")
+        );
+        assert!(matches!(
+            parse_key(p, b"/geolb/zones/z/tenants/imported"),
+            Some(Key::Imported { .. })
+        ));
+        assert!(parse_key(p, b"/geolb/zones/z/tenants/stage/ab/00000000").is_none());
+        assert!(parse_key(p, b"/other/zones/z/tenants/log/ab").is_none());
+        assert!(parse_key(p, b"/geolb/nodes/ns1").is_none());
+    }
+}
