@@ -424,7 +424,9 @@ async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
             batch = watch.next() => {
                 let batch = match batch {
                     Ok(batch) => batch,
-                    Err(EtcdError::Compacted { .. }) => {
+                    Err(EtcdError::Compacted { compacted, .. }) => {
+                        let revision = inner.status.borrow().applied;
+                        tracing::info!(revision, compacted, "etcd has compacted past the local copy; resyncing in full");
                         watch = resync(inner, &cluster_id).await?;
                         continue;
                     }
