@@ -37,6 +37,8 @@ pub struct Settings {
     pub udp_sockets: Option<usize>,
     /// `[cluster]`: share tenants and overrides with other nodes through etcd.
     pub cluster: Option<crate::fleet::ClusterSettings>,
+    /// The source address of this node's probes.
+    pub probe_source: Option<IpAddr>,
 }
 
 /// `geolb.toml`: the same settings as the flags, paths relative to the file.
@@ -53,6 +55,7 @@ struct RawSettings {
     tcp_idle_timeout: Option<String>,
     udp_sockets: Option<usize>,
     cluster: Option<RawCluster>,
+    probe_source: Option<String>,
 }
 
 /// `[cluster]` in `geolb.toml`.
@@ -68,6 +71,7 @@ struct RawCluster {
     user: Option<String>,
     password_file: Option<String>,
     timeout: Option<String>,
+    lease: Option<String>,
 }
 
 impl Settings {
@@ -104,6 +108,20 @@ impl Settings {
             }
             d
         });
+        let probe_source = raw
+            .probe_source
+            .as_deref()
+            .and_then(|text| match text.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    errors.push(source.error(
+                        source.text.find(text).unwrap_or(0),
+                        "probe_source",
+                        format!("invalid IP address \"{text}\""),
+                    ));
+                    None
+                }
+            });
         let cluster = raw
             .cluster
             .map(|c| cluster_settings(c, dir, &source, &mut errors));
@@ -112,6 +130,7 @@ impl Settings {
         }
         Ok(Settings {
             cluster,
+            probe_source,
             zones: raw
                 .zones
                 .unwrap_or_default()
@@ -186,7 +205,22 @@ fn cluster_settings(
             std::time::Duration::from_secs(5)
         }),
     };
+    let lease = match raw.lease.as_deref() {
+        None => std::time::Duration::from_secs(10),
+        Some(t) => match crate::config::parse_duration(t) {
+            Some(d) if d >= std::time::Duration::from_secs(2) => d,
+            _ => {
+                errors.push(source.error(
+                    at(t),
+                    "cluster.lease",
+                    format!("invalid lease \"{t}\" (a duration of at least 2s)"),
+                ));
+                std::time::Duration::from_secs(10)
+            }
+        },
+    };
     crate::fleet::ClusterSettings {
+        lease,
         etcd: raw.etcd,
         prefix: prefix.trim_end_matches('/').to_string(),
         node,
@@ -533,6 +567,10 @@ pub enum Event {
         table: TenantTable,
         reply: oneshot::Sender<()>,
     },
+    /// The fleet's view of shared health: live nodes and every node's verdicts.
+    FleetHealth(crate::fleet::HealthView),
+    /// Send this node's own verdicts (every current one now, then each change).
+    WatchHealth(mpsc::UnboundedSender<crate::fleet::LocalVerdict>),
     /// Replace every override (a fleet applying etcd's state); saved before it is
     /// served, and the reply comes once it is published.
     ReplaceOverrides {
@@ -592,6 +630,12 @@ struct Compiler {
     published_replies_result: Vec<oneshot::Sender<Result<(), ControlError>>>,
     /// The tenant stores by zone name, as the admin API finds them.
     tenant_index: TenantIndex,
+    /// In a fleet: live nodes and their verdicts; `None` on a single node.
+    fleet_health: Option<crate::fleet::HealthView>,
+    /// In a fleet: where this node's own verdicts go.
+    health_out: Option<mpsc::UnboundedSender<crate::fleet::LocalVerdict>>,
+    /// The targets the running probes cover.
+    probing: Vec<TargetKey>,
 }
 
 /// Zone name (without the trailing dot) to its tenant store.
@@ -794,6 +838,9 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         pools_dirty: true,
         published_replies: Vec::new(),
         published_replies_result: Vec::new(),
+        fleet_health: None,
+        health_out: None,
+        probing: Vec::new(),
         tenant_index: tenant_index.clone(),
         shown_overrides: shown_overrides.clone(),
         settings,
@@ -884,10 +931,28 @@ impl Compiler {
                     }
                 }
             }
+            Input::Control(Event::FleetHealth(view)) => {
+                self.fleet_health = Some(view);
+                self.pools_dirty = true;
+                self.replan_probes();
+            }
+            Input::Control(Event::WatchHealth(out)) => {
+                for (key, health) in &self.health {
+                    if let Some(verdict) = self.verdict(*key, *health) {
+                        let _ = out.send(verdict);
+                    }
+                }
+                self.health_out = Some(out);
+            }
             Input::Health(event) => {
                 self.stats.health_changes.fetch_add(1, Ordering::Relaxed);
                 self.health.insert(event.key, event.new);
                 self.pools_dirty = true;
+                if let (Some(out), Some(verdict)) =
+                    (&self.health_out, self.verdict(event.key, event.new))
+                {
+                    let _ = out.send(verdict);
+                }
             }
         }
     }
@@ -936,7 +1001,7 @@ impl Compiler {
             .iter()
             .map(|z| Arc::new(snapshot::compile_static(z)))
             .collect();
-        let targets = probe_targets(&self.loaded.model);
+        let targets = self.probe_plan();
         let mut health = HashMap::new();
         for target in &targets {
             if let Some(h) = carried.get(&identity(target)) {
@@ -944,14 +1009,110 @@ impl Compiler {
             }
         }
         self.health = health;
-        let (tx, rx) = mpsc::unbounded_channel();
-        // Dropping the old probes aborts their tasks; their channel goes with them.
-        self.probes = None;
-        self.health_rx = rx;
-        self.probes = Some(health::spawn_probes(targets, tx, self.board.clone()));
+        self.spawn_probes(targets);
         self.all_down.clear();
         self.pools_dirty = true;
         self.publish_tenant_index();
+    }
+
+    /// (Re)starts the probes for `targets`; dropping the old probes aborts their tasks,
+    /// and their channel goes with them.
+    fn spawn_probes(&mut self, targets: Vec<ProbeTarget>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.probes = None;
+        self.health_rx = rx;
+        self.probing = targets.iter().map(|t| t.key).collect();
+        let options = health::ProbeOptions {
+            source: self.settings.probe_source,
+            ..health::ProbeOptions::default()
+        };
+        self.probes = Some(health::spawn_probes_with(
+            targets,
+            tx,
+            self.board.clone(),
+            options,
+        ));
+    }
+
+    /// The targets this node probes: all of them, except in a connected fleet, where a
+    /// check with `probers = N` is probed only by its N chosen nodes.
+    fn probe_plan(&self) -> Vec<ProbeTarget> {
+        let targets = probe_targets(&self.loaded.model);
+        match &self.fleet_health {
+            Some(view) if view.connected => targets
+                .into_iter()
+                .filter(|t| {
+                    let probers = view.probers(&t.zone, &t.site, t.check.probers);
+                    probers.is_none_or(|p| p.iter().any(|n| *n == view.me))
+                })
+                .collect(),
+            _ => targets,
+        }
+    }
+
+    /// After the fleet's membership changed: restarts the probes if this node's share
+    /// changed, keeping the verdicts of targets it goes on probing and withdrawing the
+    /// others'.
+    fn replan_probes(&mut self) {
+        let targets = self.probe_plan();
+        let keys: Vec<TargetKey> = targets.iter().map(|t| t.key).collect();
+        if keys == self.probing {
+            return;
+        }
+        let dropped: Vec<TargetKey> = self
+            .health
+            .keys()
+            .filter(|k| !keys.contains(k))
+            .copied()
+            .collect();
+        for key in dropped {
+            self.health.remove(&key);
+            if let (Some(out), Some(verdict)) =
+                (&self.health_out, self.verdict(key, Health::Unknown))
+            {
+                let _ = out.send(verdict);
+            }
+        }
+        tracing::info!(
+            probing = keys.len(),
+            of = probe_targets(&self.loaded.model).len(),
+            "this node's share of the fleet's probes changed"
+        );
+        self.spawn_probes(targets);
+        self.pools_dirty = true;
+    }
+
+    /// A verdict of this node's, named for the fleet.
+    fn verdict(&self, key: TargetKey, health: Health) -> Option<crate::fleet::LocalVerdict> {
+        let zone = self.loaded.model.zones.get(key.zone as usize)?;
+        let site = zone.sites.get(key.site as usize)?;
+        Some(crate::fleet::LocalVerdict {
+            zone: zone_name(zone),
+            site: site.name.clone(),
+            health,
+        })
+    }
+
+    /// The health that decides a site: this node's own verdict, or in a connected fleet
+    /// the majority of its probers' verdicts when the check asks for `majority` or this
+    /// node does not probe it.
+    fn decided_health(&self, key: TargetKey, zone_name: &str) -> Option<Health> {
+        let local = self.health.get(&key).copied();
+        let Some(view) = self.fleet_health.as_ref().filter(|v| v.connected) else {
+            return local;
+        };
+        let zone = self.loaded.model.zones.get(key.zone as usize)?;
+        let site = zone.sites.get(key.site as usize)?;
+        let check = site.check.as_ref()?;
+        let probers = view.probers(zone_name, &site.name, check.probers);
+        let probing_here = probers
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|n| *n == view.me));
+        if check.quorum == health::Quorum::Local && probing_here {
+            return local;
+        }
+        view.majority(zone_name, &site.name, probers.as_deref())
+            .or(local)
     }
 
     fn targets_by_identity(&self) -> HashMap<String, Health> {
@@ -1061,7 +1222,7 @@ impl Compiler {
                     zone: zone_idx as u32,
                     site: site_idx as u32,
                 };
-                match self.health.get(&key) {
+                match self.decided_health(key, &zone.name) {
                     Some(Health::Down) => SiteState::Down,
                     _ => SiteState::Up,
                 }

@@ -221,6 +221,8 @@ pub struct RawCheck {
     pub fall: Option<Spanned<i64>>,
     pub address: Option<Spanned<String>>,
     pub insecure: Option<Spanned<bool>>,
+    pub quorum: Option<Spanned<String>>,
+    pub probers: Option<Spanned<i64>>,
 }
 
 /// A pool, or a shard (the same keys without `names`).
@@ -316,6 +318,8 @@ const CHECK: Schema = Schema {
         ("fall", Shape::Leaf),
         ("address", Shape::Leaf),
         ("insecure", Shape::Leaf),
+        ("quorum", Shape::Leaf),
+        ("probers", Shape::Leaf),
     ],
 };
 const POOL: Schema = Schema {

@@ -651,6 +651,23 @@ impl Cx<'_> {
                 "timeout must not be longer than interval",
             );
         }
+        let quorum = match c.quorum.as_ref().map(|q| (q, q.get_ref().as_str())) {
+            None | Some((_, "local")) => crate::health::Quorum::Local,
+            Some((_, "majority")) => crate::health::Quorum::Majority,
+            Some((q, other)) => {
+                let hint = suggest(other, &["local", "majority"]);
+                self.err(
+                    q,
+                    format!("{key}.quorum"),
+                    format!("unknown quorum \"{other}\" (expected local or majority){hint}"),
+                );
+                crate::health::Quorum::Local
+            }
+        };
+        let probers = c
+            .probers
+            .as_ref()
+            .map(|_| self.u32_in(c.probers.as_ref(), &format!("{key}.probers"), 1, 1, 1000));
         let rise = self.u32_in(c.rise.as_ref(), &format!("{key}.rise"), 2, 1, 100);
         let fall = self.u32_in(c.fall.as_ref(), &format!("{key}.fall"), 3, 1, 100);
         let address = c
@@ -680,6 +697,8 @@ impl Cx<'_> {
             fall,
             address,
             insecure: c.insecure.as_ref().is_some_and(|v| *v.get_ref()),
+            quorum,
+            probers,
         })
     }
 

@@ -38,6 +38,21 @@ impl NodeDir {
         NodeDir { dir }
     }
 
+    /// A node serving one zone file of its own, with extra `geolb.toml` lines.
+    fn with_zone(etcd: &EtcdCluster, name: &str, zone: &str, extra: &str) -> NodeDir {
+        let dir = TempDir::new(&format!("fleet-{name}"));
+        std::fs::create_dir_all(dir.0.join("zones")).unwrap();
+        std::fs::write(dir.0.join("zones/zone.toml"), zone).unwrap();
+        dir.write(
+            "geolb.toml",
+            &format!(
+                "state_dir = \"state\"\n{extra}\n[cluster]\netcd = {}\nnode = \"{name}\"\ntimeout = \"1s\"\nlease = \"2s\"\n",
+                etcd.toml_endpoints()
+            ),
+        );
+        NodeDir { dir }
+    }
+
     fn start(&self) -> TestServer {
         TestServer::start(&[
             "--config",
@@ -53,6 +68,14 @@ impl NodeDir {
 fn connected(server: &TestServer) -> bool {
     let (status, body) = http(server.admin.unwrap(), "GET", "/metrics", None, None);
     status == 200 && body.contains("geolb_cluster_connected 1")
+}
+
+fn applied_revision(server: &TestServer) -> i64 {
+    let (_, body) = http(server.admin.unwrap(), "GET", "/metrics", None, None);
+    body.lines()
+        .find_map(|l| l.strip_prefix("geolb_cluster_applied_revision "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn wait_connected(servers: &[&TestServer]) {
@@ -311,4 +334,255 @@ fn nodes_racing_at_first_start_import_the_map_once() {
     for node in &nodes {
         assert_eq!(shard_of(node, "globex").as_deref(), Some("eu"));
     }
+}
+
+/// An HTTP health endpoint that records who probes it and fails probes from chosen
+/// source addresses.
+struct Probed {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
+    failing: std::sync::Arc<std::sync::Mutex<Vec<std::net::IpAddr>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Probed {
+    fn start() -> Probed {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let probed = Probed {
+            addr: listener.local_addr().unwrap(),
+            seen: Default::default(),
+            failing: Default::default(),
+            stop: Default::default(),
+        };
+        let (seen, failing, stop) = (
+            probed.seen.clone(),
+            probed.failing.clone(),
+            probed.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (mut stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut head = [0u8; 1024];
+                let _ = stream.read(&mut head);
+                seen.lock().unwrap().push(peer.ip());
+                let fail = failing.lock().unwrap().contains(&peer.ip());
+                let status = if fail {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                let _ = stream.write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+            }
+        });
+        probed
+    }
+
+    fn sources_since(&self, from: usize) -> Vec<std::net::IpAddr> {
+        self.seen.lock().unwrap()[from..].to_vec()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Probed {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn health_zone(port: u16, check_extra: &str) -> String {
+    format!(
+        "[zone]\norigin = \"hc.test\"\nns = [\"ns1\"]\n\
+         [checks.maj]\nkind = \"http\"\nport = {port}\naddress = \"127.0.0.1\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\nquorum = \"majority\"\n{check_extra}\
+         [checks.loc]\nkind = \"http\"\nport = {port}\naddress = \"127.0.0.1\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\nquorum = \"local\"\n{check_extra}\
+         [sites.m]\naddresses = [\"192.0.2.1\"]\ncheck = \"maj\"\n\
+         [sites.l]\naddresses = [\"192.0.2.2\"]\ncheck = \"loc\"\n\
+         [sites.spare]\naddresses = [\"192.0.2.9\"]\n\
+         [pools.maj]\nnames = [\"maj\"]\nsites = [\"m\", \"spare\"]\npolicy = \"failover\"\nanswers = 2\n\
+         [pools.loc]\nnames = [\"loc\"]\nsites = [\"l\", \"spare\"]\npolicy = \"failover\"\nanswers = 2\n"
+    )
+}
+
+fn answers_include(server: &TestServer, name: &str, addr: &str) -> bool {
+    let reply = server.udp(&query(name, RecordType::A));
+    addrs(&reply).contains(&addr.parse().unwrap())
+}
+
+#[test]
+fn majority_health_holds_when_one_node_sees_a_site_down_and_local_health_does_not() {
+    if !etcd::available(
+        "majority_health_holds_when_one_node_sees_a_site_down_and_local_health_does_not",
+    ) {
+        return;
+    }
+    let cluster = EtcdCluster::start(1);
+    let backend = Probed::start();
+    let zone = health_zone(backend.addr.port(), "");
+    let sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let dirs: Vec<NodeDir> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            NodeDir::with_zone(
+                &cluster,
+                &format!("n{i}"),
+                &zone,
+                &format!("probe_source = \"{src}\""),
+            )
+        })
+        .collect();
+    let nodes: Vec<TestServer> = dirs.iter().map(NodeDir::start).collect();
+    wait_connected(&nodes.iter().collect::<Vec<_>>());
+    // Every node probes from its own address.
+    poll("probes from every node", || {
+        let seen = backend.sources_since(0);
+        sources.iter().all(|s| seen.contains(&s.parse().unwrap()))
+    });
+    poll("every node's verdicts in etcd", || {
+        cluster
+            .get_prefix("/geolb/health/hc.test/")
+            .iter()
+            .filter(|(_, v)| v == "up")
+            .count()
+            == 6
+    });
+
+    // The backend now fails only n1's probes.
+    backend
+        .failing
+        .lock()
+        .unwrap()
+        .push("127.0.0.3".parse().unwrap());
+    poll("n1's local verdict to take effect", || {
+        !answers_include(&nodes[1], "loc.hc.test.", "192.0.2.2")
+    });
+    poll("n1's majority-check verdict in etcd", || {
+        cluster
+            .get_prefix("/geolb/health/hc.test/m/n1")
+            .iter()
+            .any(|(_, v)| v == "down")
+    });
+    // Every node has applied everything etcd holds, n1's verdict included.
+    let revision = cluster.revision();
+    for node in &nodes {
+        poll("every node to catch up", || {
+            applied_revision(node) >= revision
+        });
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        assert!(
+            answers_include(node, "maj.hc.test.", "192.0.2.1"),
+            "majority: node {i} dropped the site"
+        );
+        let local = answers_include(node, "loc.hc.test.", "192.0.2.2");
+        assert_eq!(local, i != 1, "local: only n1 drops the site (node {i})");
+    }
+
+    // A majority of nodes seeing it down takes it down everywhere.
+    backend
+        .failing
+        .lock()
+        .unwrap()
+        .push("127.0.0.4".parse().unwrap());
+    for node in &nodes {
+        poll("the majority verdict on every node", || {
+            !answers_include(node, "maj.hc.test.", "192.0.2.1")
+        });
+    }
+}
+
+#[test]
+fn with_one_prober_exactly_one_node_probes_and_another_takes_over() {
+    if !etcd::available("with_one_prober_exactly_one_node_probes_and_another_takes_over") {
+        return;
+    }
+    let cluster = EtcdCluster::start(1);
+    let backend = Probed::start();
+    let zone = health_zone(backend.addr.port(), "probers = 1\n");
+    let sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let dirs: Vec<NodeDir> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            NodeDir::with_zone(
+                &cluster,
+                &format!("p{i}"),
+                &zone,
+                &format!("probe_source = \"{src}\""),
+            )
+        })
+        .collect();
+    let mut nodes: Vec<TestServer> = dirs.iter().map(NodeDir::start).collect();
+    wait_connected(&nodes.iter().collect::<Vec<_>>());
+    // Once every node sees every other, each site has exactly one prober.
+    poll("one verdict per site", || {
+        let verdicts = cluster.get_prefix("/geolb/health/hc.test/");
+        verdicts.len() == 2
+    });
+    let from = backend.count();
+    poll("a few probe rounds", || backend.count() >= from + 10);
+    let window = backend.sources_since(from);
+    let verdicts = cluster.get_prefix("/geolb/health/hc.test/");
+    let probers: std::collections::BTreeSet<String> = verdicts
+        .iter()
+        .map(|(k, _)| k.rsplit('/').next().unwrap().to_string())
+        .collect();
+    let mut distinct: Vec<_> = window.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        distinct.len() <= probers.len(),
+        "probes came from {distinct:?}, probers {probers:?}"
+    );
+    // Every node answers with both checked sites up, probing them or not.
+    for node in &nodes {
+        assert!(answers_include(node, "maj.hc.test.", "192.0.2.1"));
+        assert!(answers_include(node, "loc.hc.test.", "192.0.2.2"));
+    }
+
+    // Kill the prober of site m: another node takes over within the lease and an
+    // interval (plus slack for a loaded machine).
+    let (key, _) = verdicts
+        .iter()
+        .find(|(k, _)| k.contains("/m/"))
+        .unwrap()
+        .clone();
+    let prober = key.rsplit('/').next().unwrap().to_string();
+    let idx: usize = prober.trim_start_matches('p').parse().unwrap();
+    let source: std::net::IpAddr = sources[idx].parse().unwrap();
+    nodes[idx].kill9();
+    let killed_at = Instant::now();
+    poll("another node probing site m", || {
+        cluster
+            .get_prefix("/geolb/health/hc.test/m/")
+            .iter()
+            .any(|(k, _)| !k.ends_with(&prober))
+    });
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(2 + 3),
+        "takeover took {:?}",
+        killed_at.elapsed()
+    );
+    let from = backend.count();
+    poll("probes after the takeover", || backend.count() >= from + 5);
+    assert!(
+        !backend.sources_since(from).contains(&source),
+        "the dead node cannot probe"
+    );
 }

@@ -18,6 +18,9 @@
 //!   imported the zone's tenant map file into an empty prefix.
 //! - `P/zones/Z/overrides/SITE`: `up`, `down` or `drain`; absent means auto.
 //! - `P/nodes/NODE`: the node registry, under the node's lease.
+//! - `P/health/Z/SITE/NODE`: `up` or `down`, a node's verdict on a site it probes, under
+//!   the node's lease (so it vanishes with the node). The compiler decides what they
+//!   mean (`quorum`, `probers` of the site's check); this module only carries them.
 //!
 //! Invariant: nothing here is on the query path; DNS answers come from the snapshot,
 //! which keeps serving the last state whatever etcd does. A write is acknowledged only
@@ -35,6 +38,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::app::{ControlError, Event, TenantIndex, ZoneTenants};
+use crate::health::Health;
 use crate::overrides::{Override, Overrides};
 use crate::tenants::ShardNames;
 use etcd::{Compare, Etcd, EtcdError, EtcdOptions, Kv, Op};
@@ -55,6 +59,8 @@ pub struct ClusterSettings {
     pub password_file: Option<PathBuf>,
     /// Deadline of one etcd request, and of waiting for a write to be applied.
     pub timeout: Duration,
+    /// The node's lease: how long its registry entry and verdicts outlive it.
+    pub lease: Duration,
 }
 
 /// A batch whose encoding is larger than this is staged in chunks first: etcd refuses
@@ -67,8 +73,6 @@ const CHUNK_MAX: usize = 512 << 10;
 const INLINE_HEADER: &str = "geolb-tenants 1\n";
 /// First words of a log entry whose changes are staged: `geolb-tenants-staged 1 ID N`.
 const STAGED_HEADER: &str = "geolb-tenants-staged 1 ";
-/// Lease of the node registry entry.
-const LEASE_TTL: i64 = 10;
 /// How often a connected node checks that its etcd member still serves linearizable
 /// reads (a member cut off from its quorum keeps a watch open but silent).
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -80,6 +84,91 @@ pub struct Status {
     /// The etcd revision this node's shared state reflects.
     pub applied: i64,
     pub last_error: Option<String>,
+}
+
+/// One of this node's own probe verdicts, for the fleet (`Unknown`: withdrawn).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalVerdict {
+    pub zone: String,
+    pub site: String,
+    pub health: Health,
+}
+
+/// Shared health as etcd has it: the live nodes and their verdicts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthView {
+    /// Whether this view is current (this node is connected to etcd). A node that is
+    /// not falls back to its own probes of every site.
+    pub connected: bool,
+    /// This node's name.
+    pub me: String,
+    /// The nodes whose registry entries are alive, sorted.
+    pub live: Vec<String>,
+    /// (zone, site) to node to verdict.
+    pub verdicts: HashMap<(String, String), BTreeMap<String, Health>>,
+}
+
+impl HealthView {
+    /// The nodes that probe a site whose check has `probers = n`: the `n` live nodes
+    /// that rank highest by rendezvous hashing of (node, zone, site), so every node
+    /// computes the same set and a departure moves only that node's sites. `None`:
+    /// every node probes it.
+    pub fn probers(&self, zone: &str, site: &str, n: Option<u32>) -> Option<Vec<&str>> {
+        let n = n? as usize;
+        let mut ranked: Vec<(u64, &str)> = self
+            .live
+            .iter()
+            .map(|node| (rendezvous(node, zone, site), node.as_str()))
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        Some(ranked.into_iter().take(n).map(|(_, node)| node).collect())
+    }
+
+    /// The majority verdict of live nodes (of `probers` when given): down when more
+    /// than half of those with a verdict say so; `None` when none has one.
+    pub fn majority(&self, zone: &str, site: &str, probers: Option<&[&str]>) -> Option<Health> {
+        let verdicts = self.verdicts.get(&(zone.to_string(), site.to_string()))?;
+        let (mut up, mut down) = (0usize, 0usize);
+        for (node, health) in verdicts {
+            let counts = self.live.iter().any(|n| n == node)
+                && probers.is_none_or(|p| p.iter().any(|n| n == node));
+            match health {
+                Health::Up if counts => up += 1,
+                Health::Down if counts => down += 1,
+                _ => {}
+            }
+        }
+        match (up, down) {
+            (0, 0) => None,
+            (up, down) if down > up => Some(Health::Down),
+            _ => Some(Health::Up),
+        }
+    }
+}
+
+/// A well-mixed 64-bit score of (node, zone, site), the same on every node.
+fn rendezvous(node: &str, zone: &str, site: &str) -> u64 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(node.as_bytes());
+    hasher.update(&[0]);
+    let high = hasher.clone().finalize();
+    hasher.update(zone.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(site.as_bytes());
+    let mut x = (u64::from(high) << 32) | u64::from(hasher.finalize());
+    // splitmix64's finalizer: crc32 alone ranks too regularly for rendezvous hashing.
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Live nodes and verdicts, as the watch has them.
+#[derive(Default)]
+struct SharedHealth {
+    live: std::collections::BTreeSet<String>,
+    verdicts: HashMap<(String, String), BTreeMap<String, Health>>,
 }
 
 /// Handle to the running fleet link.
@@ -100,6 +189,9 @@ struct Inner {
     config_digest: String,
     /// Overrides as etcd has them, applied in full to the compiler on every change.
     overrides: tokio::sync::Mutex<Overrides>,
+    shared_health: std::sync::Mutex<SharedHealth>,
+    /// The view last sent to the compiler.
+    sent_view: std::sync::Mutex<Option<HealthView>>,
 }
 
 impl Fleet {
@@ -134,9 +226,13 @@ impl Fleet {
             overrides: tokio::sync::Mutex::new(
                 crate::overrides::load(state_dir).unwrap_or_default(),
             ),
+            shared_health: std::sync::Mutex::default(),
+            sent_view: std::sync::Mutex::default(),
             settings,
         });
-        tokio::spawn(run(Arc::clone(&inner)));
+        let (verdicts_tx, verdicts_rx) = mpsc::unbounded_channel();
+        let _ = inner.events.send(Event::WatchHealth(verdicts_tx));
+        tokio::spawn(run(Arc::clone(&inner), verdicts_rx));
         Ok(Fleet { inner })
     }
 
@@ -331,13 +427,80 @@ impl Inner {
     fn set_status(&self, change: impl FnOnce(&mut Status)) {
         self.status.send_modify(change);
     }
+
+    /// Sends the compiler the current health view, if it changed.
+    fn send_health_view(&self) {
+        let connected = self.status.borrow().connected;
+        let view = match self.shared_health.lock() {
+            Ok(shared) => HealthView {
+                connected,
+                me: self.settings.node.clone(),
+                live: shared.live.iter().cloned().collect(),
+                verdicts: shared.verdicts.clone(),
+            },
+            Err(_) => return,
+        };
+        let Ok(mut sent) = self.sent_view.lock() else {
+            return;
+        };
+        if sent.as_ref() == Some(&view) {
+            return;
+        }
+        *sent = Some(view.clone());
+        let _ = self.events.send(Event::FleetHealth(view));
+    }
+
+    /// Records a registry or health key's change; returns whether it was one.
+    fn note_health_key(&self, key: &Key, deleted: bool, value: &[u8]) -> bool {
+        let Ok(mut shared) = self.shared_health.lock() else {
+            return false;
+        };
+        match key {
+            Key::Node { node } => {
+                if deleted {
+                    shared.live.remove(node);
+                } else {
+                    shared.live.insert(node.clone());
+                }
+                true
+            }
+            Key::Verdict { zone, site, node } => {
+                let site_key = (zone.clone(), site.clone());
+                let health = match value {
+                    b"up" => Some(Health::Up),
+                    b"down" => Some(Health::Down),
+                    _ => None,
+                };
+                match health {
+                    Some(health) if !deleted => {
+                        shared
+                            .verdicts
+                            .entry(site_key)
+                            .or_default()
+                            .insert(node.clone(), health);
+                    }
+                    _ => {
+                        if let Some(nodes) = shared.verdicts.get_mut(&site_key) {
+                            nodes.remove(node);
+                            if nodes.is_empty() {
+                                shared.verdicts.remove(&site_key);
+                            }
+                        }
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Reconnects forever with backoff; one log line per change of state.
-async fn run(inner: Arc<Inner>) {
+async fn run(inner: Arc<Inner>, mut verdicts_rx: mpsc::UnboundedReceiver<LocalVerdict>) {
     let mut backoff = Duration::from_millis(100);
+    let mut mine: HashMap<(String, String), Health> = HashMap::new();
     loop {
-        let error = session(&inner).await;
+        let error = session(&inner, &mut verdicts_rx, &mut mine).await;
         let was_connected = inner.status.borrow().connected;
         let message = error.to_string();
         if was_connected {
@@ -350,6 +513,8 @@ async fn run(inner: Arc<Inner>) {
             s.connected = false;
             s.last_error = Some(message);
         });
+        // Health falls back to this node's own probes of every site.
+        inner.send_health_view();
         inner.etcd.rotate();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -357,8 +522,12 @@ async fn run(inner: Arc<Inner>) {
 }
 
 /// One connection: catch up, register, then follow the watch until something fails.
-async fn session(inner: &Arc<Inner>) -> EtcdError {
-    match session_inner(inner).await {
+async fn session(
+    inner: &Arc<Inner>,
+    verdicts_rx: &mut mpsc::UnboundedReceiver<LocalVerdict>,
+    mine: &mut HashMap<(String, String), Health>,
+) -> EtcdError {
+    match session_inner(inner, verdicts_rx, mine).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -366,8 +535,12 @@ async fn session(inner: &Arc<Inner>) -> EtcdError {
 
 enum Never {}
 
-async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
-    let zones_prefix = inner.key("zones/");
+async fn session_inner(
+    inner: &Arc<Inner>,
+    verdicts_rx: &mut mpsc::UnboundedReceiver<LocalVerdict>,
+    mine: &mut HashMap<(String, String), Health>,
+) -> Result<Never, EtcdError> {
+    let root = inner.key("");
     let probe = inner
         .etcd
         .range(inner.key("nodes/").as_bytes(), None, 0, 1)
@@ -382,8 +555,8 @@ async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
             let watched = inner
                 .etcd
                 .watch(
-                    zones_prefix.as_bytes(),
-                    &etcd::prefix_end(zones_prefix.as_bytes()),
+                    root.as_bytes(),
+                    &etcd::prefix_end(root.as_bytes()),
                     applied.revision + 1,
                 )
                 .await;
@@ -408,16 +581,24 @@ async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
         }
         None => resync(inner, &cluster_id).await?,
     };
-    let lease = inner.etcd.lease_grant(LEASE_TTL).await?;
+    let lease_ttl = inner.settings.lease.as_secs().max(2) as i64;
+    let lease = inner.etcd.lease_grant(lease_ttl).await?;
     register(inner, lease).await?;
+    while let Ok(verdict) = verdicts_rx.try_recv() {
+        note_mine(mine, verdict);
+    }
+    for ((zone, site), health) in mine.iter() {
+        publish_verdict(inner, lease, zone, site, *health).await?;
+    }
     inner.set_status(|s| {
         s.connected = true;
         s.last_error = None;
     });
+    inner.send_health_view();
     tracing::info!(node = %inner.settings.node, revision = inner.status.borrow().applied, "connected to etcd");
     let node_key = inner.key(&format!("nodes/{}", inner.settings.node));
     let mut ping = tokio::time::interval(PING_EVERY);
-    let mut keepalive = tokio::time::interval(Duration::from_secs((LEASE_TTL / 3).max(1) as u64));
+    let mut keepalive = tokio::time::interval(Duration::from_secs((lease_ttl / 3).max(1) as u64));
     let mut registered_at = inner.status.borrow().applied;
     let result = loop {
         tokio::select! {
@@ -441,8 +622,7 @@ async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
                 match inner.etcd.range(node_key.as_bytes(), None, 0, 1).await {
                     Ok(range) if range.kvs.is_empty() => {
                         // The lease ran out (a long pause): register again.
-                        let lease = inner.etcd.lease_grant(LEASE_TTL).await?;
-                        register(inner, lease).await?;
+                        break Err(EtcdError::Server("the node's lease expired".into()));
                     }
                     Ok(_) => {
                         let applied = inner.status.borrow().applied;
@@ -453,6 +633,11 @@ async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
                     }
                     Err(e) => break Err(e),
                 }
+            }
+            Some(verdict) = verdicts_rx.recv() => {
+                let (zone, site, health) = (verdict.zone.clone(), verdict.site.clone(), verdict.health);
+                note_mine(mine, verdict);
+                publish_verdict(inner, lease, &zone, &site, health).await?;
             }
             _ = keepalive.tick() => {
                 if inner.etcd.lease_keepalive(lease).await? <= 0 {
@@ -465,6 +650,38 @@ async fn session_inner(inner: &Arc<Inner>) -> Result<Never, EtcdError> {
     // lease expires on its own.
     let _ = tokio::time::timeout(Duration::from_millis(500), inner.etcd.lease_revoke(lease)).await;
     result
+}
+
+fn note_mine(mine: &mut HashMap<(String, String), Health>, verdict: LocalVerdict) {
+    let key = (verdict.zone, verdict.site);
+    match verdict.health {
+        Health::Unknown => mine.remove(&key),
+        health => mine.insert(key, health),
+    };
+}
+
+/// Puts (or, for `Unknown`, deletes) this node's verdict on a site under `lease`.
+async fn publish_verdict(
+    inner: &Inner,
+    lease: i64,
+    zone: &str,
+    site: &str,
+    health: Health,
+) -> Result<(), EtcdError> {
+    let key = inner.key(&format!("health/{zone}/{site}/{}", inner.settings.node));
+    match health {
+        Health::Unknown => inner.etcd.delete(key.as_bytes(), None).await.map(|_| ()),
+        Health::Up => inner
+            .etcd
+            .put(key.as_bytes(), b"up", lease)
+            .await
+            .map(|_| ()),
+        Health::Down => inner
+            .etcd
+            .put(key.as_bytes(), b"down", lease)
+            .await
+            .map(|_| ()),
+    }
 }
 
 /// Puts this node's registry entry under `lease`.
@@ -487,14 +704,15 @@ async fn register(inner: &Inner, lease: i64) -> Result<(), EtcdError> {
 /// Reads the whole shared state at one revision, imports tenant maps into zones that
 /// have none yet, makes the local copy equal to it, and returns a watch from there.
 async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, EtcdError> {
-    let zones_prefix = inner.key("zones/");
-    let mut range = inner.etcd.range_prefix(zones_prefix.as_bytes(), 0).await?;
+    let root = inner.key("");
+    let mut range = inner.etcd.range_prefix(root.as_bytes(), 0).await?;
     if import_missing(inner, &range.kvs).await? {
-        range = inner.etcd.range_prefix(zones_prefix.as_bytes(), 0).await?;
+        range = inner.etcd.range_prefix(root.as_bytes(), 0).await?;
     }
     let revision = range.revision;
     let mut logs: BTreeMap<String, Vec<&Kv>> = BTreeMap::new();
     let mut overrides = Overrides::new();
+    let mut health_keys = Vec::new();
     for kv in &range.kvs {
         match parse_key(&inner.prefix, &kv.key) {
             Some(Key::Log { zone }) => logs.entry(zone).or_default().push(kv),
@@ -503,8 +721,17 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
                     overrides.entry(zone).or_default().insert(site, state);
                 }
             }
+            Some(key @ (Key::Node { .. } | Key::Verdict { .. })) => {
+                health_keys.push((key, kv.value.clone()));
+            }
             _ => {}
         }
+    }
+    if let Ok(mut shared) = inner.shared_health.lock() {
+        *shared = SharedHealth::default();
+    }
+    for (key, value) in &health_keys {
+        inner.note_health_key(key, false, value);
     }
     let index: Vec<Arc<ZoneTenants>> = inner
         .tenants
@@ -548,8 +775,8 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
     inner
         .etcd
         .watch(
-            zones_prefix.as_bytes(),
-            &etcd::prefix_end(zones_prefix.as_bytes()),
+            root.as_bytes(),
+            &etcd::prefix_end(root.as_bytes()),
             revision + 1,
         )
         .await
@@ -647,8 +874,13 @@ async fn apply_batch(
     };
     let mut tenant_changes: BTreeMap<String, Changes> = BTreeMap::new();
     let mut overrides: Option<Overrides> = None;
+    let mut health_changed = false;
     for event in &batch.events {
-        match parse_key(&inner.prefix, &event.kv.key) {
+        let key = parse_key(&inner.prefix, &event.kv.key);
+        if let Some(key) = &key {
+            health_changed |= inner.note_health_key(key, event.deleted, &event.kv.value);
+        }
+        match key {
             Some(Key::Log { zone }) if !event.deleted => {
                 let changes = entry_changes(inner, &zone, &event.kv, event.kv.mod_revision).await?;
                 tenant_changes.entry(zone).or_default().extend(changes);
@@ -692,6 +924,9 @@ async fn apply_batch(
     }
     if let Some(next) = overrides {
         apply_overrides(inner, next).await?;
+    }
+    if health_changed {
+        inner.send_health_view();
     }
     finish_revision(inner, cluster_id, last).await
 }
@@ -824,14 +1059,43 @@ async fn entry_changes(
 
 /// What a key under the prefix is.
 enum Key {
-    Log { zone: String },
-    Imported { zone: String },
-    Override { zone: String, site: String },
+    Node {
+        node: String,
+    },
+    Verdict {
+        zone: String,
+        site: String,
+        node: String,
+    },
+    Log {
+        zone: String,
+    },
+    Imported {
+        zone: String,
+    },
+    Override {
+        zone: String,
+        site: String,
+    },
 }
 
 fn parse_key(prefix: &str, key: &[u8]) -> Option<Key> {
-    let key = std::str::from_utf8(key).ok()?;
-    let rest = key.strip_prefix(prefix)?.strip_prefix("/zones/")?;
+    let key = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
+    if let Some(node) = key.strip_prefix("/nodes/") {
+        return Some(Key::Node {
+            node: node.to_string(),
+        });
+    }
+    if let Some(rest) = key.strip_prefix("/health/") {
+        let (zone, rest) = rest.split_once('/')?;
+        let (site, node) = rest.rsplit_once('/')?;
+        return Some(Key::Verdict {
+            zone: zone.to_string(),
+            site: site.to_string(),
+            node: node.to_string(),
+        });
+    }
+    let rest = key.strip_prefix("/zones/")?;
     let (zone, rest) = rest.split_once('/')?;
     let zone = zone.to_string();
     if let Some(site) = rest.strip_prefix("overrides/") {
@@ -1010,6 +1274,11 @@ mod tests {
         ));
         assert!(parse_key(p, b"/geolb/zones/z/tenants/stage/ab/00000000").is_none());
         assert!(parse_key(p, b"/other/zones/z/tenants/log/ab").is_none());
-        assert!(parse_key(p, b"/geolb/nodes/ns1").is_none());
+        assert!(
+            matches!(parse_key(p, b"/geolb/nodes/ns1"), Some(Key::Node { node }) if node == "ns1")
+        );
+        assert!(
+            matches!(parse_key(p, b"/geolb/health/z/ams1/ns1"), Some(Key::Verdict { zone, site, node }) if zone == "z" && site == "ams1" && node == "ns1")
+        );
     }
 }

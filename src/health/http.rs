@@ -182,6 +182,7 @@ impl HttpProbe {
         spec: &CheckSpec,
         addr: SocketAddr,
         tls: &TlsConfigs,
+        source: Option<IpAddr>,
     ) -> Result<Self, String> {
         let (scheme, default_port) = match spec.kind {
             CheckKind::Https => ("https", 443),
@@ -203,7 +204,9 @@ impl HttpProbe {
             ))
             // Whatever the host is spelled like, the one address this
             // client probes is the only one it can reach.
-            .dns_resolver(PinnedResolver(addr));
+            .dns_resolver(PinnedResolver(addr))
+            // The node's probe source (`probe_source`), when it is of this family.
+            .local_address(source.filter(|s| s.is_ipv4() == addr.is_ipv4()));
 
         let mut host_header = None;
         let authority = match spec.host.as_deref() {
@@ -533,6 +536,7 @@ mod tests {
             vec![good.clone(), wrong_name.clone()],
             ProbeOptions {
                 extra_root_certs_pem: vec![ca_pem.into_bytes()],
+                source: None,
             },
         );
         let firsts = first_events(&mut with_ca.events, 2).await;
@@ -584,6 +588,7 @@ mod tests {
             vec![t],
             ProbeOptions {
                 extra_root_certs_pem: vec![b"not a certificate".to_vec()],
+                source: None,
             },
         );
         let event = next_event(&mut started.events).await;
@@ -606,7 +611,7 @@ mod tests {
         drop(listener);
         let check = spec(CheckKind::Http, addr.port());
         let tls = TlsConfigs::new(&ProbeOptions::default(), &[]);
-        let probe = HttpProbe::new(&check, addr, &tls).expect("probe");
+        let probe = HttpProbe::new(&check, addr, &tls, None).expect("probe");
         let err = probe
             .probe(&StatusSet::default_ok())
             .await

@@ -138,6 +138,21 @@ pub struct CheckSpec {
     pub address: Option<IpAddr>,
     /// HTTPS only: accept any certificate.
     pub insecure: bool,
+    /// In a fleet: whose verdicts decide (`local`: this node's own).
+    pub quorum: Quorum,
+    /// In a fleet: how many nodes probe each site (`None`: every node).
+    pub probers: Option<u32>,
+}
+
+/// Whose verdicts decide a site's health in a fleet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Quorum {
+    /// This node's own probes (and, on a node that does not probe the site, its
+    /// probers' majority).
+    #[default]
+    Local,
+    /// A site is down when a majority of the live nodes that probe it say so.
+    Majority,
 }
 
 /// Identifies a probed site; opaque to this module.
@@ -367,6 +382,8 @@ pub struct ProbeOptions {
     /// PEM-encoded certificates trusted for HTTPS in addition to the
     /// platform's roots; each entry may hold several certificates.
     pub extra_root_certs_pem: Vec<Vec<u8>>,
+    /// The source address of probes (`probe_source`), used for targets of its family.
+    pub source: Option<IpAddr>,
 }
 
 /// The running probe tasks of one spawn. Dropping it, or calling
@@ -437,7 +454,7 @@ pub fn spawn_probes_with(
             site = %target.site,
             check = %target.check.name,
         );
-        let prober = Prober::new(&target, &tls);
+        let prober = Prober::new(&target, &tls, options.source);
         let task = run_target(target, prober, slot, events.clone());
         tasks.spawn(task.instrument(span));
     }
@@ -483,20 +500,20 @@ pub(crate) fn io_reason(err: &io::Error) -> String {
 
 /// How one target is probed: one ready-made probe per address.
 enum Prober {
-    Tcp(Vec<SocketAddr>),
+    Tcp(Vec<SocketAddr>, Option<IpAddr>),
     Http(Vec<(SocketAddr, Result<HttpProbe, String>)>),
 }
 
 impl Prober {
-    fn new(target: &ProbeTarget, tls: &TlsConfigs) -> Self {
+    fn new(target: &ProbeTarget, tls: &TlsConfigs, source: Option<IpAddr>) -> Self {
         let addrs = target.probe_addrs();
         match target.check.kind {
-            CheckKind::Tcp => Prober::Tcp(addrs),
+            CheckKind::Tcp => Prober::Tcp(addrs, source),
             CheckKind::Http | CheckKind::Https => Prober::Http(
                 addrs
                     .into_iter()
                     .map(|addr| {
-                        let probe = HttpProbe::new(&target.check, addr, tls);
+                        let probe = HttpProbe::new(&target.check, addr, tls, source);
                         if let Err(err) = &probe {
                             tracing::warn!(%addr, error = %err, "cannot set up http probe");
                         }
@@ -511,9 +528,9 @@ impl Prober {
     /// address does.
     async fn round(&self, spec: &CheckSpec) -> RoundResult {
         let results: Vec<(SocketAddr, Result<String, ProbeError>)> = match self {
-            Prober::Tcp(addrs) => {
+            Prober::Tcp(addrs, source) => {
                 futures_util::future::join_all(addrs.iter().map(|&addr| async move {
-                    let result = bounded(spec.timeout, tcp::probe(addr)).await;
+                    let result = bounded(spec.timeout, tcp::probe(addr, *source)).await;
                     (addr, result.map(|()| "connected".to_owned()))
                 }))
                 .await
@@ -690,6 +707,8 @@ pub(super) mod tests {
             fall: 3,
             address: None,
             insecure: false,
+            quorum: Quorum::Local,
+            probers: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! timeout of its own; the caller bounds the probe, counts results and never
 //! lets it near the DNS query path.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::TcpStream;
 
@@ -13,14 +13,32 @@ use super::{ProbeError, io_reason};
 
 /// Connects to `addr` and closes the connection at once: success means the
 /// peer accepted it.
-pub(super) async fn probe(addr: SocketAddr) -> Result<(), ProbeError> {
-    match TcpStream::connect(addr).await {
+pub(super) async fn probe(addr: SocketAddr, source: Option<IpAddr>) -> Result<(), ProbeError> {
+    match connect(addr, source).await {
         Ok(stream) => {
             drop(stream);
             Ok(())
         }
         Err(err) => Err(ProbeError::Connect(io_reason(&err))),
     }
+}
+
+/// Connects from `source` when it is of the target's family, else from wherever the
+/// kernel picks.
+pub(super) async fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source.filter(|s| s.is_ipv4() == addr.is_ipv4()) else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
 }
 
 #[cfg(test)]
@@ -38,7 +56,7 @@ mod tests {
         let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         drop(listener);
-        let err = probe(addr).await.expect_err("nothing listens");
+        let err = probe(addr, None).await.expect_err("nothing listens");
         assert_eq!(err.to_string(), "connect failed: connection refused");
     }
 

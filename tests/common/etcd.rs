@@ -232,14 +232,18 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// The store's current revision.
+    pub fn revision(&self) -> i64 {
+        let reply = self.call("/v3/kv/range", &json!({"key": "eA=="}));
+        reply["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .expect("a revision in etcd's answer")
+    }
+
     /// Compacts etcd's history up to the current revision.
     pub fn compact(&self) -> i64 {
-        let reply = self.call("/v3/kv/range", &json!({"key": "eA=="}));
-        let revision: i64 = reply["header"]["revision"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let revision = self.revision();
         self.call(
             "/v3/kv/compaction",
             &json!({"revision": revision.to_string(), "physical": true}),
