@@ -1444,6 +1444,47 @@ mod tests {
     }
 
     #[test]
+    fn ds_only_at_a_delegation() {
+        let digest = "2BB183AF5F22588179A53B0A98631FAD1A292118A4B8E5E4DDF4F7DC";
+        let record = |name: &str, data: &str| {
+            format!("[[records]]\nname = \"{name}\"\ntype = \"DS\"\ndata = \"{data}\"\n")
+        };
+        let cut = "[[records]]\nname = \"lab\"\ntype = \"NS\"\ndata = \"ns.lab\"\n";
+        let good = format!(
+            "{HEAD}{cut}{}",
+            record("lab", &format!("60485 13 2 {digest} E76B 3F7C"))
+        );
+        let zone = load(&good).unwrap();
+        let ds = zone
+            .records
+            .iter()
+            .find(|r| r.record_type() == RecordType::DS);
+        let RData::Unknown { rdata, .. } = &ds.unwrap().data else {
+            panic!("DS is kept as opaque data");
+        };
+        assert_eq!(rdata.anything[..4], [0xec, 0x45, 13, 2]);
+        assert_eq!(rdata.anything.len(), 4 + 32);
+        for (name, data, error) in [
+            ("@", "1 13 200 00", "example.test. is not a delegation"),
+            (
+                "www",
+                "1 13 200 00",
+                "www.example.test. is not a delegation",
+            ),
+            ("lab", "1 13 2 00", "a digest of type 2 is 32 bytes, not 1"),
+            ("lab", "1 13 1 0g", "even number of hex digits"),
+            ("lab", "70000 13 2 00", "key tag \"70000\""),
+            ("lab", "1 13", "missing digest type"),
+        ] {
+            let errors = load(&format!("{HEAD}{cut}{}", record(name, data))).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains(error)),
+                "{data}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn cname_must_stand_alone() {
         let text = format!(
             "{HEAD}[[records]]\nname = \"a\"\ntype = \"CNAME\"\ndata = \"b\"\n[[records]]\nname = \"a\"\ntype = \"TXT\"\ndata = \"x\"\n"

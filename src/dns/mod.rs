@@ -58,8 +58,8 @@ pub fn respond(
     // option list is FORMERR here, where hickory would skip it with a warning.
     let opt = match wire::scan_opt(bytes) {
         Ok(opt) => opt,
-        Err(wire::Malformed) => {
-            return Some(error_reply(&header, bytes, ResponseCode::FormErr, None));
+        Err(wire::Malformed(opt)) => {
+            return Some(error_reply(&header, bytes, ResponseCode::FormErr, opt));
         }
     };
     let message = match Message::from_vec(bytes) {

@@ -67,9 +67,11 @@ pub struct OptScan {
     pub nsid: bool,
 }
 
-/// A message whose records or OPT layout a compliant server answers with FORMERR.
+/// A message whose records or OPT layout a compliant server answers with FORMERR, and
+/// the first OPT record seen before that was known (which the FORMERR then carries:
+/// RFC 6891 section 7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Malformed;
+pub struct Malformed(pub Option<OptScan>);
 
 /// Walks every record of a message and checks the layout of its OPT record by hand,
 /// before any library parses it: at most one OPT, in the additional section, owned by
@@ -80,35 +82,38 @@ pub struct Malformed;
 /// hickory-proto's own reader skips a malformed option list with a `warn!` per packet;
 /// this is what keeps such a packet from ever reaching it.
 pub fn scan_opt(bytes: &[u8]) -> Result<Option<OptScan>, Malformed> {
-    let count = |pos| u16_at(bytes, pos).ok_or(Malformed);
+    let count = |pos| u16_at(bytes, pos).ok_or(Malformed(None));
     let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
     let mut pos = 12;
     for _ in 0..qd {
-        pos = skip_name(bytes, pos).ok_or(Malformed)? + 4;
+        pos = skip_name(bytes, pos).ok_or(Malformed(None))? + 4;
     }
     let mut found = None;
     let records = u32::from(an) + u32::from(ns) + u32::from(ar);
     let first_additional = u32::from(an) + u32::from(ns);
     for i in 0..records {
         let owner = pos;
-        pos = skip_name(bytes, pos).ok_or(Malformed)?;
-        let rtype = u16_at(bytes, pos).ok_or(Malformed)?;
-        let rdlen = usize::from(u16_at(bytes, pos + 8).ok_or(Malformed)?);
-        let rdata = bytes.get(pos + 10..pos + 10 + rdlen).ok_or(Malformed)?;
+        pos = skip_name(bytes, pos).ok_or(Malformed(found))?;
+        let rtype = u16_at(bytes, pos).ok_or(Malformed(found))?;
+        let rdlen = usize::from(u16_at(bytes, pos + 8).ok_or(Malformed(found))?);
+        let rdata = bytes
+            .get(pos + 10..pos + 10 + rdlen)
+            .ok_or(Malformed(found))?;
         if rtype == 41 {
-            if i < first_additional || found.is_some() || bytes.get(owner) != Some(&0) {
-                return Err(Malformed);
-            }
-            let flags = u16_at(bytes, pos + 6).ok_or(Malformed)?;
+            let flags = u16_at(bytes, pos + 6).ok_or(Malformed(found))?;
             let mut scan = OptScan {
                 dnssec_ok: flags & 0x8000 != 0,
                 nsid: false,
             };
+            if i < first_additional || found.is_some() || bytes.get(owner) != Some(&0) {
+                return Err(Malformed(found.or(Some(scan))));
+            }
             let mut at = 0;
             while at < rdata.len() {
-                let code = u16_at(rdata, at).ok_or(Malformed)?;
-                let len = usize::from(u16_at(rdata, at + 2).ok_or(Malformed)?);
-                rdata.get(at + 4..at + 4 + len).ok_or(Malformed)?;
+                let bad = Malformed(Some(scan));
+                let code = u16_at(rdata, at).ok_or(bad)?;
+                let len = usize::from(u16_at(rdata, at + 2).ok_or(bad)?);
+                rdata.get(at + 4..at + 4 + len).ok_or(bad)?;
                 if code == 3 && len == 0 {
                     scan.nsid = true;
                 }
@@ -151,25 +156,26 @@ mod tests {
             ok(&[0, 3, 0, 1, 7]).map(|s| s.map(|s| s.nsid)),
             Ok(Some(false))
         );
+        let bad = Err(Malformed(Some(OptScan {
+            dnssec_ok: true,
+            nsid: false,
+        })));
         // An ECS option claiming 7 bytes in an 8-byte RDATA.
-        assert_eq!(ok(&[0, 8, 0, 7, 0, 1, 24, 0]), Err(Malformed));
+        assert_eq!(ok(&[0, 8, 0, 7, 0, 1, 24, 0]), bad);
         // A dangling option header.
-        assert_eq!(ok(&[0, 10, 0]), Err(Malformed));
-        assert_eq!(ok(&[0, 8]), Err(Malformed));
+        assert_eq!(ok(&[0, 10, 0]), bad);
+        assert_eq!(ok(&[0, 8]), bad);
         // Not owned by the root.
-        assert_eq!(
-            scan_opt(&with_record(&[1, b'x', 0], 41, &[])),
-            Err(Malformed)
-        );
+        assert_eq!(scan_opt(&with_record(&[1, b'x', 0], 41, &[])), bad);
         // RDATA past the end.
         let mut short = with_record(&[0], 41, &[0, 12, 0, 0]);
         short.pop();
-        assert_eq!(scan_opt(&short), Err(Malformed));
+        assert_eq!(scan_opt(&short), Err(Malformed(None)));
         // Two OPT records.
         let mut two = with_record(&[0], 41, &[]);
         two[11] = 2;
         two.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(scan_opt(&two), Err(Malformed));
+        assert_eq!(scan_opt(&two), bad);
         // No OPT: another record type is not looked into.
         assert_eq!(scan_opt(&with_record(&[0], 1, &[0, 8, 0, 7])), Ok(None));
     }
