@@ -81,8 +81,11 @@ impl Unbound {
     access-control: 127.0.0.0/8 allow
     do-not-query-localhost: no
     module-config: "subnetcache validator iterator"
+    # ECS goes to the servers listed here, geolb's address: both ECS that unbound
+    # makes from a client's address and ECS that a client sent (forwarded with its
+    # source prefix, up to the maxima below). `client-subnet-always-forward: yes` is
+    # not needed for that; it only skips this address check.
     send-client-subnet: 127.0.0.1
-    client-subnet-always-forward: yes
     max-client-subnet-ipv4: 32
     max-client-subnet-ipv6: 128
     # RFC 6761: unbound answers test. itself unless told not to.
@@ -170,13 +173,15 @@ impl Drop for Unbound {
     }
 }
 
-/// The first address of `name` A for a client in `subnet`, through unbound.
-fn first_a(unbound: &Unbound, name: &str, subnet: &str) -> IpAddr {
+/// The first address of `name` A for a client in `subnet`, through unbound, and the
+/// scope of the ECS option unbound returns (geolb's, from the answer it cached).
+fn first_a(unbound: &Unbound, name: &str, subnet: &str) -> (IpAddr, u8) {
     let r = unbound.ask(query_ecs(name, RecordType::A, subnet));
     assert_eq!(rcode(&r), ResponseCode::NoError, "{subnet}: {r:?}");
     let found = addrs(&r);
     assert!(!found.is_empty(), "{subnet}: no address: {r:?}");
-    found[0]
+    let ecs = ecs_of(&r).unwrap_or_else(|| panic!("{subnet}: no ECS in {r:?}"));
+    (found[0], ecs.scope_prefix())
 }
 
 #[test]
@@ -193,10 +198,11 @@ fn cities_get_their_own_answers_through_unbound() {
     let sin: IpAddr = "203.0.113.10".parse().unwrap();
     // Tokyo asks first, so that its answer is in unbound's cache when the others ask:
     // each must still get its own (the scope geolb gave covers Tokyo's network only).
-    for (family, subnet) in [
-        ("IPv4", ["127.0.4.0/24", "127.0.1.0/24", "127.0.2.0/24"]),
+    for (family, scope, subnet) in [
+        ("IPv4", 24, ["127.0.4.0/24", "127.0.1.0/24", "127.0.2.0/24"]),
         (
             "IPv4-mapped IPv6",
+            120,
             [
                 "::ffff:127.0.4.0/120",
                 "::ffff:127.0.1.0/120",
@@ -208,12 +214,17 @@ fn cities_get_their_own_answers_through_unbound() {
             "IPv4" => "www.example.test",
             _ => "example.test",
         };
-        let got: Vec<IpAddr> = subnet.iter().map(|s| first_a(&unbound, name, s)).collect();
-        assert_eq!(got, vec![sin, ams, nyc], "{family} through unbound");
+        let got: Vec<(IpAddr, u8)> = subnet.iter().map(|s| first_a(&unbound, name, s)).collect();
+        let want: Vec<(IpAddr, u8)> = [sin, ams, nyc].iter().map(|&a| (a, scope)).collect();
+        assert_eq!(got, want, "{family} through unbound");
         // Asked again, now from the cache: the same.
-        let again: Vec<IpAddr> = subnet.iter().map(|s| first_a(&unbound, name, s)).collect();
+        let again: Vec<(IpAddr, u8)> = subnet.iter().map(|s| first_a(&unbound, name, s)).collect();
         assert_eq!(again, got, "{family}, cached, through unbound");
     }
+    // A scope longer than the source prefix (a /24 inside the database's /28 London
+    // network: scope 28) is accepted, and London's answer served.
+    let (first, scope) = first_a(&unbound, "www.example.test", "127.0.30.0/24");
+    assert_eq!((first, scope), (ams, 28), "London through unbound");
 }
 
 #[test]
