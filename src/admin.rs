@@ -551,7 +551,11 @@ async fn explain(State(ctx): State<Ctx>, Query(q): Query<ExplainQuery>) -> Respo
         },
         "rcode": answer.rcode.to_string(),
         "authoritative": answer.authoritative,
-        "ecs_scope": ecs.map(|e| answer.scope.min(e.source_prefix)).unwrap_or(answer.scope),
+        "ecs_scope": match ecs {
+            // As the ECS option of the reply would say it.
+            Some(_) => client.option_scope(answer.scope),
+            None => answer.scope,
+        },
         "answer": records(&answer.answers),
         "authority": records(&answer.authority),
     }))

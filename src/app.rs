@@ -20,7 +20,7 @@ use crate::health::{self, Health, HealthBoard, HealthEvent, ProbeTarget, Probes,
 use crate::model::Model;
 use crate::overrides::{self, Override, Overrides};
 use crate::server::SharedSnapshot;
-use crate::snapshot::{self, SiteState, Snapshot, StaticZone, ZoneSnap};
+use crate::snapshot::{self, ServerIdentity, SiteState, Snapshot, StaticZone, ZoneSnap};
 use crate::tenants::{ShardNames, TenantStore, TenantStoreError, TenantTable, parse_map};
 
 /// What `serve` and `check` run with: flags over `geolb.toml` over defaults.
@@ -39,6 +39,10 @@ pub struct Settings {
     pub cluster: Option<crate::fleet::ClusterSettings>,
     /// The source address of this node's probes.
     pub probe_source: Option<IpAddr>,
+    /// Answered for NSID and CHAOS `id.server.`; `None`: the host name.
+    pub identity: Option<String>,
+    /// Answered for CHAOS `version.bind.`; `None`: "geolb VERSION".
+    pub version: Option<String>,
 }
 
 /// `geolb.toml`: the same settings as the flags, paths relative to the file.
@@ -56,6 +60,8 @@ struct RawSettings {
     udp_sockets: Option<usize>,
     cluster: Option<RawCluster>,
     probe_source: Option<String>,
+    identity: Option<String>,
+    version: Option<String>,
 }
 
 /// `[cluster]` in `geolb.toml`.
@@ -122,9 +128,21 @@ impl Settings {
                     None
                 }
             });
+        for (key, value) in [("identity", &raw.identity), ("version", &raw.version)] {
+            // One TXT character-string holds at most 255 bytes (RFC 1035 section 3.3).
+            if let Some(value) = value
+                && value.len() > 255
+            {
+                errors.push(source.error(
+                    source.text.find(value.as_str()).unwrap_or(0),
+                    key,
+                    format!("{key} is {} bytes long; at most 255", value.len()),
+                ));
+            }
+        }
         let cluster = raw
             .cluster
-            .map(|c| cluster_settings(c, dir, &source, &mut errors));
+            .map(|c| cluster_settings(c, raw.identity.as_deref(), dir, &source, &mut errors));
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -145,14 +163,43 @@ impl Settings {
             tcp_max_connections: raw.tcp_max_connections,
             tcp_idle_timeout,
             udp_sockets: raw.udp_sockets,
+            identity: raw.identity,
+            version: raw.version,
         })
+    }
+
+    /// The identity answered for NSID and CHAOS: `identity` (default: the host name)
+    /// and `version` (default: "geolb" and the crate version); empty means unanswered.
+    pub fn server_identity(&self) -> ServerIdentity {
+        let identity = match &self.identity {
+            Some(identity) => identity.clone(),
+            None => host_name().unwrap_or_default(),
+        };
+        let version = match &self.version {
+            Some(version) => version.clone(),
+            None => concat!("geolb ", env!("CARGO_PKG_VERSION")).to_string(),
+        };
+        ServerIdentity {
+            identity: identity.into_bytes().into_boxed_slice(),
+            version: version.into_bytes().into_boxed_slice(),
+        }
     }
 }
 
+/// The machine's host name, as the kernel reports it (`None` where it cannot be read).
+fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|text| text.trim().to_string())
+        .find(|name| !name.is_empty())
+}
+
 /// Resolves `[cluster]`: endpoints checked, paths relative to `geolb.toml`, the node
-/// name defaulting to the host name.
+/// name defaulting to `identity`, else the host name.
 fn cluster_settings(
     raw: RawCluster,
+    identity: Option<&str>,
     dir: &Path,
     source: &Source,
     errors: &mut Vec<ConfigError>,
@@ -186,7 +233,11 @@ fn cluster_settings(
             ),
         ));
     }
-    let node = raw.node.unwrap_or_else(host_name);
+    let node = raw
+        .node
+        .or_else(|| identity.map(str::to_string))
+        .or_else(host_name)
+        .unwrap_or_else(|| "geolb".to_string());
     if node.is_empty() || node.contains('/') || node.chars().any(char::is_control) {
         errors.push(source.error(
             at(&node),
@@ -233,16 +284,6 @@ fn cluster_settings(
     }
 }
 
-/// The host name, for defaults that name this node.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "geolb".to_string())
-}
-
 /// Everything loaded from files, validated, ready to compile.
 pub struct Loaded {
     pub model: Model,
@@ -252,6 +293,8 @@ pub struct Loaded {
     /// One store per zone with a tenant map, when loaded for serving
     /// ([`load_for_serving`]); `None` for zones without one and for [`load`].
     pub stores: Vec<Option<Arc<ZoneTenants>>>,
+    /// NSID and CHAOS answers, from the settings.
+    pub identity: Arc<ServerIdentity>,
 }
 
 /// A zone's tenant store, and the shard names its tables' indexes refer to.
@@ -284,6 +327,7 @@ pub fn load(settings: &Settings) -> Result<Loaded, ConfigErrors> {
         geo,
         tenants,
         stores,
+        identity: Arc::new(settings.server_identity()),
     })
 }
 
@@ -385,6 +429,7 @@ pub fn load_for_serving(
         geo,
         tenants,
         stores,
+        identity: Arc::new(settings.server_identity()),
     })
 }
 
@@ -545,7 +590,7 @@ pub fn snapshot_all_up(loaded: &Loaded) -> Snapshot {
             }
         })
         .collect();
-    Snapshot::new(zones, loaded.geo.clone())
+    Snapshot::new(zones, loaded.geo.clone()).with_identity(loaded.identity.clone())
 }
 
 /// Changes the compiler applies.
@@ -1257,8 +1302,10 @@ impl Compiler {
                 tenants: tenants.clone(),
             })
             .collect();
-        self.shared
-            .store(Arc::new(Snapshot::new(zones, self.loaded.geo.clone())));
+        self.shared.store(Arc::new(
+            Snapshot::new(zones, self.loaded.geo.clone())
+                .with_identity(self.loaded.identity.clone()),
+        ));
         self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
         for reply in self.published_replies.drain(..) {
             let _ = reply.send(());

@@ -205,8 +205,15 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // hickory-proto logs some malformed input at `warn` while parsing; geolb checks
+    // what it can by hand first, and keeps the rest of the library's per-packet lines
+    // out of the log unless RUST_LOG names it.
+    let names_hickory = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("hickory"));
+    if !names_hickory && let Ok(directive) = "hickory_proto=error".parse() {
+        filter = filter.add_directive(directive);
+    }
     // stdout carries only the `listening` lines; logs go to stderr.
     use std::io::IsTerminal;
     tracing_subscriber::fmt()

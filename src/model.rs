@@ -521,6 +521,19 @@ impl Cx<'_> {
             );
             return None;
         }
+        if rtype == RecordType::DS {
+            return match parse_ds(r.data.get_ref()) {
+                Ok(rdata) => Some(Record::from_rdata(name, ttl, rdata)),
+                Err(err) => {
+                    self.err(
+                        &r.data,
+                        format!("{key}.data"),
+                        format!("invalid DS data \"{}\": {err}", r.data.get_ref()),
+                    );
+                    None
+                }
+            };
+        }
         let data = absolutize_data(rtype, r.data.get_ref(), origin);
         match RData::try_from_str(rtype, &data) {
             Ok(rdata) => Some(Record::from_rdata(name, ttl, rdata)),
@@ -1218,12 +1231,22 @@ impl Cx<'_> {
         let raw_at = |i: usize| raw.records.get(i.wrapping_sub(first_raw));
         for (owner, entries) in &by_name {
             let has_cname = entries.iter().any(|(_, t)| *t == RecordType::CNAME);
+            let is_cut =
+                **owner != zone.origin && entries.iter().any(|(_, t)| *t == RecordType::NS);
             let pool = pool_of.get(owner).copied();
             for (i, rtype) in entries {
                 let Some(raw_record) = raw_at(*i) else {
                     continue;
                 };
                 let key = format!("records[{}]", i - first_raw);
+                // RFC 4035 section 2.4: DS is the parent side's data at a delegation.
+                if *rtype == RecordType::DS && !is_cut {
+                    self.errors.push(self.source.at(
+                        raw_record,
+                        key.clone(),
+                        format!("{owner} is not a delegation: DS records belong at a name with NS records below the apex"),
+                    ));
+                }
                 if has_cname && (entries.len() > 1 || pool.is_some()) && *rtype == RecordType::CNAME
                 {
                     self.errors.push(self.source.at(
@@ -1253,6 +1276,57 @@ impl Cx<'_> {
 
 pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 
+/// DS data in presentation form (RFC 4034 section 5.3): key tag, algorithm, digest
+/// type and the digest in hex (which may contain spaces), as the wire RDATA. It is
+/// kept as opaque data: geolb serves DS, it does not sign or validate.
+fn parse_ds(text: &str) -> Result<RData, String> {
+    let mut fields = text.split_whitespace();
+    let mut number = |what: &str, max: u32| -> Result<u32, String> {
+        let field = fields.next().ok_or(format!("missing {what}"))?;
+        match field.parse::<u32>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(format!(
+                "{what} \"{field}\" is not a number from 0 to {max}"
+            )),
+        }
+    };
+    let key_tag = number("key tag", 65535)?;
+    let algorithm = number("algorithm", 255)?;
+    let digest_type = number("digest type", 255)?;
+    let hex: String = fields.collect();
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err("the digest must be an even number of hex digits".to_string());
+    }
+    let digest: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    // The digest lengths of the registered types (SHA-1, SHA-256, GOST, SHA-384).
+    let expected = match digest_type {
+        1 => Some(20),
+        2 | 3 => Some(32),
+        4 => Some(48),
+        _ => None,
+    };
+    if let Some(expected) = expected
+        && digest.len() != expected
+    {
+        return Err(format!(
+            "a digest of type {digest_type} is {expected} bytes, not {}",
+            digest.len()
+        ));
+    }
+    let mut rdata = Vec::with_capacity(4 + digest.len());
+    rdata.extend_from_slice(&(key_tag as u16).to_be_bytes());
+    rdata.push(algorithm as u8);
+    rdata.push(digest_type as u8);
+    rdata.extend_from_slice(&digest);
+    Ok(RData::Unknown {
+        code: RecordType::DS,
+        rdata: hickory_proto::rr::rdata::NULL::with(rdata),
+    })
+}
+
 fn is_static_type(t: RecordType) -> bool {
     use RecordType::*;
     matches!(
@@ -1273,6 +1347,7 @@ fn is_static_type(t: RecordType) -> bool {
             | SVCB
             | HTTPS
             | OPENPGPKEY
+            | DS
     ) && t != SOA
 }
 
@@ -1385,6 +1460,47 @@ mod tests {
         let text = format!("{HEAD}[[records]]\nname = \"@\"\ntype = \"MX\"\ndata = \"10 mail\"\n");
         let zone = load(&text).unwrap();
         assert_eq!(zone.records[2].data.to_string(), "10 mail.example.test.");
+    }
+
+    #[test]
+    fn ds_only_at_a_delegation() {
+        let digest = "2BB183AF5F22588179A53B0A98631FAD1A292118A4B8E5E4DDF4F7DC";
+        let record = |name: &str, data: &str| {
+            format!("[[records]]\nname = \"{name}\"\ntype = \"DS\"\ndata = \"{data}\"\n")
+        };
+        let cut = "[[records]]\nname = \"lab\"\ntype = \"NS\"\ndata = \"ns.lab\"\n";
+        let good = format!(
+            "{HEAD}{cut}{}",
+            record("lab", &format!("60485 13 2 {digest} E76B 3F7C"))
+        );
+        let zone = load(&good).unwrap();
+        let ds = zone
+            .records
+            .iter()
+            .find(|r| r.record_type() == RecordType::DS);
+        let RData::Unknown { rdata, .. } = &ds.unwrap().data else {
+            panic!("DS is kept as opaque data");
+        };
+        assert_eq!(rdata.anything[..4], [0xec, 0x45, 13, 2]);
+        assert_eq!(rdata.anything.len(), 4 + 32);
+        for (name, data, error) in [
+            ("@", "1 13 200 00", "example.test. is not a delegation"),
+            (
+                "www",
+                "1 13 200 00",
+                "www.example.test. is not a delegation",
+            ),
+            ("lab", "1 13 2 00", "a digest of type 2 is 32 bytes, not 1"),
+            ("lab", "1 13 1 0g", "even number of hex digits"),
+            ("lab", "70000 13 2 00", "key tag \"70000\""),
+            ("lab", "1 13", "missing digest type"),
+        ] {
+            let errors = load(&format!("{HEAD}{cut}{}", record(name, data))).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.contains(error)),
+                "{data}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -209,6 +209,17 @@ pub struct Snapshot {
     /// The lengths of the keys in `by_origin`.
     pub origin_lens: KeyLens,
     pub geo: Option<Arc<GeoDb>>,
+    /// What the server says about itself (NSID, CHAOS `id.server.`, `version.bind.`).
+    pub identity: Arc<ServerIdentity>,
+}
+
+/// The server's identity, from `geolb.toml` at start: `identity` is answered for NSID
+/// (RFC 5001) and CHAOS TXT `id.server.`/`hostname.bind.`, `version` for CHAOS TXT
+/// `version.bind.`/`version.server.`. An empty value is not answered (REFUSED, no NSID).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerIdentity {
+    pub identity: Box<[u8]>,
+    pub version: Box<[u8]>,
 }
 
 #[derive(Clone)]
@@ -568,7 +579,14 @@ impl Snapshot {
             by_origin,
             origin_lens,
             geo,
+            identity: Arc::default(),
         }
+    }
+
+    /// The same snapshot answering with `identity`.
+    pub fn with_identity(mut self, identity: Arc<ServerIdentity>) -> Snapshot {
+        self.identity = identity;
+        self
     }
 
     pub fn empty() -> Snapshot {

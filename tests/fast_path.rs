@@ -323,6 +323,11 @@ fn push_ecs(rng: &mut Rng, options: &mut Vec<u8>, label: &mut String) {
     if rng.chance(3) {
         source = (max + 1 + rng.below(20)) as u8;
     }
+    // IPv4-mapped addresses in family 2: mostly prefixes around the 96 bits that
+    // carry no IPv4 bit, where the scope is counted past them.
+    if v6 && rng.chance(40) {
+        source = (88 + rng.below(41)) as u8;
+    }
     let mut scope = 0u8;
     if rng.chance(3) {
         scope = 1 + rng.below(24) as u8;
@@ -333,6 +338,10 @@ fn push_ecs(rng: &mut Rng, options: &mut Vec<u8>, label: &mut String) {
             "2001:db8:2:55::1",
             "2001:db8:9::1",
             "::ffff:127.0.1.9",
+            "::ffff:127.0.4.9",
+            "::ffff:127.0.30.5",
+            "::ffff:127.1.200.3",
+            "::ffff:10.9.8.7",
         ])
         .parse()
         .unwrap()
@@ -495,12 +504,24 @@ fn fast_path_answers_the_common_shapes() {
     let snapshot = app::snapshot_all_up(&loaded);
     let ecs_v4: &[u8] = &[0, 8, 0, 7, 0, 1, 24, 0, 127, 0, 1];
     let ecs_v6: &[u8] = &[0, 8, 0, 10, 0, 2, 48, 0, 0x20, 0x01, 0x0d, 0xb8, 0, 1];
+    // ::ffff:127.0.4.0/120 and ::ffff:0.0.0.0/96 (no IPv4 bit), family 2.
+    let ecs_mapped: &[u8] = &[
+        0, 8, 0, 19, 0, 2, 120, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 4,
+    ];
+    let ecs_mapped_96: &[u8] = &[
+        0, 8, 0, 16, 0, 2, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff,
+    ];
+    // 127.0.30.0/24, inside which the GeoIP network is a /28.
+    let ecs_in_28: &[u8] = &[0, 8, 0, 7, 0, 1, 24, 0, 127, 0, 30];
     let cookie: &[u8] = &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
     let shapes: &[(&str, u16, EdnsSpec<'_>)] = &[
         ("static.example.test", 1, None),
         ("Static.EXAMPLE.test", 1, Some((false, &[]))),
         ("www.example.test", 1, Some((false, ecs_v4))),
         ("www.example.test", 28, Some((true, ecs_v6))),
+        ("www.example.test", 1, Some((false, ecs_mapped))),
+        ("www.example.test", 28, Some((false, ecs_mapped_96))),
+        ("www.example.test", 1, Some((false, ecs_in_28))),
         ("example.test", 1, Some((false, cookie))),
         ("api.example.test", 1, None),
         ("cdn.example.test", 28, None),

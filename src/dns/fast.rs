@@ -6,6 +6,8 @@
 //! cookies and padding), and the answers that are pool addresses, static addresses,
 //! CNAMEs (static and tenant) followed within the zone, wildcards, NODATA, NXDOMAIN,
 //! and REFUSED for names outside our zones.
+//! NSID requests (answered with the server's identity) and CHAOS questions are
+//! declined like any other option or class it does not take.
 //! For anything else, or at any doubt (a reply that would need truncation, a name it
 //! would not copy verbatim, a malformed option, a referral), it declines and
 //! the caller uses `respond`, which stays the reference: for every message, the fast
@@ -88,7 +90,7 @@ pub fn fast_respond(
         },
     };
     if let Some(edns) = question.edns {
-        w.opt(&edns, outcome.scope)?;
+        w.opt(&edns, client.option_scope(outcome.scope))?;
     }
     let len = w.pos;
     write_header(&mut w, &question, &outcome)?;
@@ -720,7 +722,7 @@ impl<'o> Writer<'o> {
     }
 
     /// Our OPT, as `respond`'s `response_edns` builds it: payload 1232, version 0, the
-    /// DO bit copied, and the ECS option echoed with the answer's scope.
+    /// DO bit copied, and the ECS option echoed with `scope` (`Client::option_scope`).
     fn opt(&mut self, request: &Opt, scope: u8) -> Option<()> {
         self.put(&[0])?;
         self.u16(TYPE_OPT)?;
@@ -736,12 +738,12 @@ impl<'o> Writer<'o> {
             match ecs.addr {
                 IpAddr::V4(v4) => {
                     self.u16(1)?;
-                    self.put(&[source, scope.min(source)])?;
+                    self.put(&[source, scope])?;
                     self.put(v4.octets().get(..addr_len)?)?;
                 }
                 IpAddr::V6(v6) => {
                     self.u16(2)?;
-                    self.put(&[source, scope.min(source)])?;
+                    self.put(&[source, scope])?;
                     self.put(v6.octets().get(..addr_len)?)?;
                 }
             }

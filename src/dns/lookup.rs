@@ -26,6 +26,11 @@ pub(crate) const MAX_CNAME_CHAIN: usize = 8;
 pub struct Client {
     pub addr: IpAddr,
     pub ecs: Option<Ecs>,
+    /// How an answer's scope (in bits of `addr`'s family) becomes the scope of the ECS
+    /// option (in bits of the option's family): `None` when the option's address was
+    /// not used (the answer is not tailored to it: scope 0), else the bits to add (96
+    /// for an IPv4-mapped address in a family 2 option, 0 otherwise).
+    scope_shift: Option<u8>,
     /// `addr` in the snapshot's GeoIP database, once a policy has asked.
     located: Cell<Option<Found>>,
 }
@@ -33,11 +38,18 @@ pub struct Client {
 impl Client {
     pub fn new(src: IpAddr, ecs: Option<Ecs>) -> Client {
         // RFC 7871 section 7.1.2: a source prefix of 0 means "do not use client
-        // information", so the answer is tailored to the resolver itself.
-        let addr = match ecs {
-            Some(ecs) if ecs.source_prefix > 0 => ecs.addr,
-            _ => src,
-        };
+        // information", so the answer is tailored to the resolver itself. An
+        // IPv4-mapped address (`::ffff:a.b.c.d`) in a family 2 option is looked up as
+        // the IPv4 address; with a source prefix of 96 or less it holds no IPv4 bit,
+        // so it carries no client information either.
+        let usable = ecs.and_then(|ecs| {
+            let shift = match ecs.addr {
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => 96,
+                _ => 0,
+            };
+            (ecs.source_prefix > shift).then_some((ecs.addr, shift))
+        });
+        let addr = usable.map_or(src, |(addr, _)| addr);
         let addr = match addr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
             v4 => v4,
@@ -45,7 +57,19 @@ impl Client {
         Client {
             addr,
             ecs,
+            scope_shift: usable.map(|(_, shift)| shift),
             located: Cell::new(None),
+        }
+    }
+
+    /// The scope prefix to echo in the ECS option for an answer of `scope` (RFC 7871
+    /// section 7.2.1): in bits of the option's family, and possibly longer than the
+    /// source prefix (the answer holds for a smaller network than the one asked about).
+    /// 0 when the answer does not depend on the client, or not on the option's address.
+    pub fn option_scope(&self, scope: u8) -> u8 {
+        match self.scope_shift {
+            Some(shift) if scope > 0 => scope.saturating_add(shift).min(128),
+            _ => 0,
         }
     }
 
@@ -76,6 +100,9 @@ pub struct Answer {
     pub answers: Vec<Record>,
     pub authority: Vec<Record>,
     pub additional: Vec<Record>,
+    /// Additional records a UDP reply may leave out to fit (the addresses of MX, SRV
+    /// and NS targets), placed after `additional`.
+    pub extra: Vec<Record>,
     /// The ECS scope prefix: how far the answer depends on the client's address.
     pub scope: u8,
 }
@@ -88,6 +115,7 @@ impl Answer {
             answers: Vec::new(),
             authority: Vec::new(),
             additional: Vec::new(),
+            extra: Vec::new(),
             scope: 0,
         }
     }
@@ -100,30 +128,99 @@ impl Answer {
 /// Answers `qname`/`qtype` from the snapshot.
 pub fn lookup(snapshot: &Snapshot, qname: &Name, qtype: RecordType, client: &Client) -> Answer {
     let key = wire_key(qname);
-    let Some(zone) = snapshot.find_zone(&key) else {
+    let Some(mut zone) = snapshot.find_zone(&key) else {
         return Answer::rcode(ResponseCode::Refused);
     };
+    // RFC 4035 section 3.1.4.1: DS at a zone's apex belongs to the parent; when we also
+    // serve a parent that delegates it, the parent answers.
+    if qtype == RecordType::DS
+        && *key == *zone.zone.origin_key
+        && let Some(parent) = parent_key(&key).and_then(|p| snapshot.find_zone(p))
+        && find_cut(&parent.zone, &key).is_some_and(|cut| cut.len() == key.len())
+    {
+        zone = parent;
+    }
     let mut answer = Answer::rcode(ResponseCode::NoError);
     answer.authoritative = true;
     let mut owner = qname.clone();
     let mut key = key;
     for _ in 0..MAX_CNAME_CHAIN {
         match step(snapshot, zone, &key, &owner, qtype, client, &mut answer) {
-            Step::Done => return answer,
+            Step::Done => break,
             Step::Follow(target) => {
                 // Chase only within this zone; a resolver follows the rest.
                 let target_key = wire_key(&target);
                 if snapshot.find_zone(&target_key).map(|z| &z.zone.origin_key)
                     != Some(&zone.zone.origin_key)
                 {
-                    return answer;
+                    break;
                 }
                 owner = target;
                 key = target_key;
             }
         }
     }
+    if matches!(qtype, RecordType::MX | RecordType::SRV | RecordType::NS) {
+        target_addresses(snapshot, zone, client, &mut answer);
+    }
     answer
+}
+
+/// The additional section as knot and NSD fill it: the A and AAAA records of the
+/// in-zone targets of the MX, SRV and NS records in the answer (a pool's picks for
+/// this client, widening the scope), each target once, in answer order. Names below a
+/// zone cut are not ours to answer for and are left out.
+fn target_addresses(snapshot: &Snapshot, zone: &ZoneSnap, client: &Client, answer: &mut Answer) {
+    let z = &zone.zone;
+    let mut seen: Vec<Box<[u8]>> = Vec::new();
+    let mut extra = Vec::new();
+    for record in &answer.answers {
+        let target = match &record.data {
+            RData::MX(mx) => &mx.exchange,
+            RData::SRV(srv) => &srv.target,
+            RData::NS(ns) => &ns.0,
+            _ => continue,
+        };
+        let key = wire_key(target);
+        if seen.contains(&key)
+            || snapshot.find_zone(&key).map(|t| &t.zone.origin_key) != Some(&z.origin_key)
+            || find_cut(z, &key).is_some()
+        {
+            continue;
+        }
+        let Some(node) = z.nodes.get(&key) else {
+            continue;
+        };
+        match node.pool {
+            Some(pool) => {
+                for v4 in [true, false] {
+                    let mut picks = Picks::default();
+                    let Some(pick) = pick_pool(snapshot, zone, pool, v4, client, &mut picks) else {
+                        continue;
+                    };
+                    let before = extra.len();
+                    for ip in pick.addresses() {
+                        let rdata = match ip {
+                            IpAddr::V4(v4) => RData::A(A(v4)),
+                            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+                        };
+                        extra.push(Record::from_rdata(target.clone(), pick.ttl, rdata));
+                    }
+                    if extra.len() > before {
+                        answer.scope = answer.scope.max(pick.scope);
+                    }
+                }
+            }
+            None => {
+                for rtype in [RecordType::A, RecordType::AAAA] {
+                    let records = node.rrset(rtype).unwrap_or(&[]);
+                    extra.extend(records.iter().map(|r| with_owner(r, target)));
+                }
+            }
+        }
+        seen.push(key);
+    }
+    answer.extra = extra;
 }
 
 enum Step {
@@ -142,6 +239,17 @@ fn step(
 ) -> Step {
     let z = &zone.zone;
     if let Some(cut) = find_cut(z, key) {
+        if qtype == RecordType::DS && cut.len() == key.len() {
+            // RFC 4035 section 3.1.4.1: DS is the parent side's data at the cut, so
+            // the parent answers it, authoritatively: its DS records, or NODATA.
+            match z.nodes.get(cut).and_then(|n| n.rrset(RecordType::DS)) {
+                Some(ds) => answer
+                    .answers
+                    .extend(ds.iter().map(|r| with_owner(r, owner))),
+                None => negative(z, ResponseCode::NoError, answer),
+            }
+            return Step::Done;
+        }
         referral(z, cut, answer);
         return Step::Done;
     }
@@ -259,9 +367,14 @@ fn answer_node(
     Step::Done
 }
 
-/// RFC 8482 section 4.2: answer ANY with one synthesized HINFO instead of everything.
+/// RFC 8482 section 4.2: answer ANY with one synthesized HINFO instead of everything,
+/// except at a CNAME, which is the name's only data and is answered as it is.
 fn answer_any(zone: &StaticZone, node: &Node, owner: &Name, answer: &mut Answer) -> Step {
-    if node.is_empty() {
+    if let Some(cname) = node.rrset(RecordType::CNAME) {
+        answer
+            .answers
+            .extend(cname.iter().map(|r| with_owner(r, owner)));
+    } else if node.is_empty() {
         negative(zone, ResponseCode::NoError, answer);
     } else {
         let hinfo = HINFO::new("RFC8482".to_string(), String::new());
@@ -428,8 +541,9 @@ fn answer_tenant(
                 sharding.tenant_ttl,
                 RData::CNAME(CNAME(shard_name.clone())),
             ));
-            // A CNAME question ends at the alias; anything else follows it.
-            if qtype == RecordType::CNAME {
+            // A CNAME or ANY question ends at the alias (RFC 8482 section 4.2 has no
+            // HINFO where a CNAME exists); anything else follows it.
+            if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
                 Step::Done
             } else {
                 Step::Follow(shard_name.clone())

@@ -13,8 +13,9 @@ pub mod wire;
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::rr::rdata::TXT;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayload};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::snapshot::Snapshot;
@@ -53,20 +54,28 @@ pub fn respond(
         // Never answer responses: that is how reflection loops start.
         return None;
     }
+    // The OPT layout is checked by hand before hickory-proto reads it: a malformed
+    // option list is FORMERR here, where hickory would skip it with a warning.
+    let opt = match wire::scan_opt(bytes) {
+        Ok(opt) => opt,
+        Err(wire::Malformed(opt)) => {
+            return Some(error_reply(&header, bytes, ResponseCode::FormErr, opt));
+        }
+    };
     let message = match Message::from_vec(bytes) {
         Ok(message) => message,
-        Err(_) => return Some(error_reply(&header, bytes, ResponseCode::FormErr)),
+        Err(_) => return Some(error_reply(&header, bytes, ResponseCode::FormErr, opt)),
     };
     if message.metadata.op_code != OpCode::Query {
-        return Some(error_reply(&header, bytes, ResponseCode::NotImp));
+        return Some(error_reply(&header, bytes, ResponseCode::NotImp, opt));
     }
     let [query] = message.queries.as_slice() else {
-        return Some(error_reply(&header, bytes, ResponseCode::FormErr));
+        return Some(error_reply(&header, bytes, ResponseCode::FormErr, opt));
     };
     let request_edns = message.edns.as_ref();
     let ecs = match request_edns.map(|edns| parse_ecs(edns, bytes)).transpose() {
         Ok(ecs) => ecs.flatten(),
-        Err(()) => return Some(error_reply(&header, bytes, ResponseCode::FormErr)),
+        Err(()) => return Some(error_reply(&header, bytes, ResponseCode::FormErr, opt)),
     };
     let mut response = Message::new(message.metadata.id, MessageType::Response, OpCode::Query);
     response.metadata.recursion_desired = message.metadata.recursion_desired;
@@ -77,28 +86,40 @@ pub fn respond(
     {
         // RFC 6891 section 6.1.3: BADVERS, with an OPT of the version we speak.
         response.metadata.response_code = ResponseCode::BADVERS;
-        response.set_edns(response_edns(edns, None));
-        return encode(&response, transport, 512);
+        response.set_edns(response_edns(edns, None, None));
+        return encode(&response, transport, 512, 0);
     }
     let client = Client::new(src, ecs);
     let answer = answer_query(snapshot, query, &client);
     response.metadata.response_code = answer.rcode;
     response.metadata.authoritative = answer.authoritative;
-    let scope = answer.scope;
+    let scope = client.option_scope(answer.scope);
     response.answers = answer.answers;
     response.authorities = answer.authority;
+    let optional = answer.extra.len();
     response.additionals = answer.additional;
+    response.additionals.extend(answer.extra);
     let limit = match request_edns {
         Some(edns) => edns.max_payload().clamp(512, MAX_UDP_PAYLOAD),
         None => 512,
     };
     if let Some(edns) = request_edns {
-        response.set_edns(response_edns(edns, ecs.map(|e| (e, scope))));
+        // RFC 5001 section 2.2: the identity, only to a query that asked for it.
+        let nsid = match opt {
+            Some(opt) if opt.nsid && !snapshot.identity.identity.is_empty() => {
+                Some(&*snapshot.identity.identity)
+            }
+            _ => None,
+        };
+        response.set_edns(response_edns(edns, ecs.map(|e| (e, scope)), nsid));
     }
-    encode(&response, transport, limit)
+    encode(&response, transport, limit, optional)
 }
 
 fn answer_query(snapshot: &Snapshot, query: &Query, client: &Client) -> Answer {
+    if query.query_class() == DNSClass::CH {
+        return chaos(snapshot, query);
+    }
     if query.query_class() != DNSClass::IN {
         return Answer::rcode(ResponseCode::Refused);
     }
@@ -111,12 +132,70 @@ fn answer_query(snapshot: &Snapshot, query: &Query, client: &Client) -> Answer {
     }
 }
 
-/// Encodes a response; over UDP, one that does not fit `limit` becomes an empty one with
-/// TC set (RFC 1035 section 4.2.1, RFC 2181 section 9), keeping the question and OPT.
-fn encode(response: &Message, transport: Transport, limit: u16) -> Option<Vec<u8>> {
+/// CHAOS TXT questions about the server (the names BIND, knot and NSD answer):
+/// `id.server.` and `hostname.bind.` give the identity, `version.server.` and
+/// `version.bind.` the version; an empty setting and every other CHAOS question are
+/// REFUSED. Other types at those names are NODATA.
+fn chaos(snapshot: &Snapshot, query: &Query) -> Answer {
+    let name = query.name();
+    let text = name.to_lowercase().to_ascii();
+    let value: &[u8] = if text == "id.server." || text == "hostname.bind." {
+        &snapshot.identity.identity
+    } else if text == "version.server." || text == "version.bind." {
+        &snapshot.identity.version
+    } else {
+        return Answer::rcode(ResponseCode::Refused);
+    };
+    if value.is_empty() {
+        return Answer::rcode(ResponseCode::Refused);
+    }
+    let mut answer = Answer::rcode(ResponseCode::NoError);
+    answer.authoritative = true;
+    if matches!(query.query_type(), RecordType::TXT | RecordType::ANY) {
+        let txt = TXT::from_bytes(vec![value]);
+        let mut record = Record::from_rdata(name.clone(), 0, RData::TXT(txt));
+        record.dns_class = DNSClass::CH;
+        answer.answers.push(record);
+    }
+    answer
+}
+
+/// Encodes a response. Over UDP, one that does not fit `limit` first loses the
+/// `optional` records at the end of its additional section (the addresses of MX, SRV
+/// and NS targets), a whole RRset at a time; one that still does not fit becomes an
+/// empty one with TC set (RFC 1035 section 4.2.1, RFC 2181 section 9), keeping the
+/// question and OPT. Referral glue is never optional: a referral without it is TC.
+fn encode(
+    response: &Message,
+    transport: Transport,
+    limit: u16,
+    mut optional: usize,
+) -> Option<Vec<u8>> {
     let bytes = response.to_vec().ok()?;
     if transport == Transport::Tcp || bytes.len() <= usize::from(limit) {
         return Some(bytes);
+    }
+    if optional > 0 {
+        let mut trimmed = response.clone();
+        while optional > 0 {
+            let Some(last) = trimmed.additionals.last() else {
+                break;
+            };
+            let (name, rtype) = (last.name.clone(), last.record_type());
+            while optional > 0
+                && trimmed
+                    .additionals
+                    .last()
+                    .is_some_and(|r| r.record_type() == rtype && r.name == name)
+            {
+                trimmed.additionals.pop();
+                optional -= 1;
+            }
+            let bytes = trimmed.to_vec().ok()?;
+            if bytes.len() <= usize::from(limit) {
+                return Some(bytes);
+            }
+        }
     }
     let mut truncated = Message::new(response.metadata.id, MessageType::Response, OpCode::Query);
     truncated.metadata = response.metadata;
@@ -128,15 +207,22 @@ fn encode(response: &Message, transport: Transport, limit: u16) -> Option<Vec<u8
 
 /// RFC 6891: our OPT advertises our payload size and version 0 and copies the DO bit
 /// (RFC 3225 section 3). RFC 7871 section 7.2.1: the ECS option is echoed with the
-/// same family, source prefix and address, and the scope prefix of the answer.
-fn response_edns(request: &Edns, ecs: Option<(Ecs, u8)>) -> Edns {
+/// same family, source prefix and address, and the scope prefix of the answer, in bits
+/// of the option's family (which may exceed the source prefix). RFC 5001: the NSID
+/// option, when given.
+fn response_edns(request: &Edns, ecs: Option<(Ecs, u8)>, nsid: Option<&[u8]>) -> Edns {
     let mut edns = Edns::new();
     edns.set_max_payload(MAX_UDP_PAYLOAD);
     edns.set_version(0);
     edns.set_dnssec_ok(request.flags().dnssec_ok);
     if let Some((ecs, scope)) = ecs {
-        let subnet = ClientSubnet::new(ecs.addr, ecs.source_prefix, scope.min(ecs.source_prefix));
+        let subnet = ClientSubnet::new(ecs.addr, ecs.source_prefix, scope);
         edns.options_mut().insert(EdnsOption::Subnet(subnet));
+    }
+    if let Some(nsid) = nsid
+        && let Ok(payload) = NSIDPayload::new(nsid)
+    {
+        edns.options_mut().insert(EdnsOption::NSID(payload));
     }
     edns
 }
@@ -216,17 +302,32 @@ impl RawHeader {
 }
 
 /// An error reply: the request's ID, opcode and RD bit, the rcode, and the question
-/// when it can be read, nothing else.
-fn error_reply(header: &RawHeader, bytes: &[u8], rcode: ResponseCode) -> Vec<u8> {
+/// when it can be read; and when the request carried an OPT, ours (RFC 6891 section 7:
+/// payload size, version 0, the DO bit copied), so that a resolver keeps using EDNS.
+fn error_reply(
+    header: &RawHeader,
+    bytes: &[u8],
+    rcode: ResponseCode,
+    opt: Option<wire::OptScan>,
+) -> Vec<u8> {
     let question = read_question(bytes);
-    let mut out = Vec::with_capacity(12 + question.map_or(0, <[u8]>::len));
+    let mut out = Vec::with_capacity(12 + question.map_or(0, <[u8]>::len) + 11);
     out.extend_from_slice(&header.id.to_be_bytes());
     let rd = header.flags & 0x0100;
     let flags = 0x8000 | (u16::from(header.opcode()) << 11) | rd | u16::from(rcode.low());
     out.extend_from_slice(&flags.to_be_bytes());
-    out.extend_from_slice(&[0, u8::from(question.is_some()), 0, 0, 0, 0, 0, 0]);
+    let (qd, ar) = (u8::from(question.is_some()), u8::from(opt.is_some()));
+    out.extend_from_slice(&[0, qd, 0, 0, 0, 0, 0, ar]);
     if let Some(question) = question {
         out.extend_from_slice(question);
+    }
+    if let Some(opt) = opt {
+        // Root owner, type OPT, our payload size, extended rcode 0 (FORMERR and NOTIMP
+        // fit the header), version 0, flags, no options.
+        out.extend_from_slice(&[0, 0, 41]);
+        out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+        let do_bit = if opt.dnssec_ok { 0x80 } else { 0 };
+        out.extend_from_slice(&[0, 0, do_bit, 0, 0, 0]);
     }
     out
 }

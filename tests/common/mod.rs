@@ -46,12 +46,20 @@ pub struct TestServer {
 impl TestServer {
     /// `geolb serve --listen 127.0.0.1:0 ARGS...`
     pub fn start(args: &[&str]) -> TestServer {
+        TestServer::start_logging(args, Some("info,geolb=debug"))
+    }
+
+    /// `start` with RUST_LOG set to `rust_log`, or unset (the default filter).
+    pub fn start_logging(args: &[&str], rust_log: Option<&str>) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_geolb"));
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(args);
-        cmd.env("RUST_LOG", "info,geolb=debug");
+        match rust_log {
+            Some(filter) => cmd.env("RUST_LOG", filter),
+            None => cmd.env_remove("RUST_LOG"),
+        };
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
