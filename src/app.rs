@@ -78,6 +78,7 @@ struct RawCluster {
     password_file: Option<String>,
     timeout: Option<String>,
     lease: Option<String>,
+    checkpoint_every: Option<usize>,
 }
 
 impl Settings {
@@ -270,7 +271,16 @@ fn cluster_settings(
             }
         },
     };
+    let checkpoint_every = raw.checkpoint_every.unwrap_or(1000);
+    if checkpoint_every == 0 {
+        errors.push(source.error(
+            at("checkpoint_every"),
+            "cluster.checkpoint_every",
+            "checkpoint_every must be at least 1".to_string(),
+        ));
+    }
     crate::fleet::ClusterSettings {
+        checkpoint_every,
         lease,
         etcd: raw.etcd,
         prefix: prefix.trim_end_matches('/').to_string(),

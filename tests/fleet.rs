@@ -20,6 +20,11 @@ struct NodeDir {
 
 impl NodeDir {
     fn new(etcd: &EtcdCluster, name: &str) -> NodeDir {
+        NodeDir::with_cluster(etcd, name, "")
+    }
+
+    /// The example zones, with extra lines in `[cluster]`.
+    fn with_cluster(etcd: &EtcdCluster, name: &str, cluster_extra: &str) -> NodeDir {
         let dir = TempDir::new(&format!("fleet-{name}"));
         std::fs::create_dir_all(dir.0.join("zones")).unwrap();
         for entry in std::fs::read_dir(repo("zones")).unwrap() {
@@ -31,7 +36,7 @@ impl NodeDir {
         dir.write(
             "geolb.toml",
             &format!(
-                "state_dir = \"state\"\n[cluster]\netcd = {}\nnode = \"{name}\"\ntimeout = \"1s\"\n",
+                "state_dir = \"state\"\n[cluster]\netcd = {}\nnode = \"{name}\"\ntimeout = \"1s\"\n{cluster_extra}\n",
                 etcd.toml_endpoints()
             ),
         );
@@ -221,6 +226,9 @@ fn without_quorum_writes_are_refused_and_answers_go_on() {
     let b = b_dir.start();
     wait_connected(&[&a, &b]);
     assert_eq!(move_tenant(&a, "acme", "asia").0, 200);
+    poll("the move on b", || {
+        shard_of(&b, "acme").as_deref() == Some("asia")
+    });
 
     cluster.kill(1);
     cluster.kill(2);
@@ -304,7 +312,9 @@ fn a_node_behind_a_compaction_resyncs_in_full() {
     let b = b_dir.start();
     wait_connected(&[&b]);
     b.wait_log("resyncing in full");
-    assert_eq!(shard_of(&b, "acme").as_deref(), Some("asia"));
+    poll("b to serve the latest", || {
+        shard_of(&b, "acme").as_deref() == Some("asia")
+    });
     assert_eq!(shard_of(&b, "globex").as_deref(), Some("asia"));
     assert_eq!(shard_of(&b, "newco").as_deref(), Some("us"));
     assert_eq!(shard_of(&b, "initech"), None);
@@ -585,4 +595,64 @@ fn with_one_prober_exactly_one_node_probes_and_another_takes_over() {
         !backend.sources_since(from).contains(&source),
         "the dead node cannot probe"
     );
+}
+
+#[test]
+fn the_tenant_log_is_checkpointed_and_nodes_start_from_the_checkpoint() {
+    if !etcd::available("the_tenant_log_is_checkpointed_and_nodes_start_from_the_checkpoint") {
+        return;
+    }
+    let cluster = EtcdCluster::start(1);
+    let extra = "checkpoint_every = 5";
+    let a_dir = NodeDir::with_cluster(&cluster, "a", extra);
+    let b_dir = NodeDir::with_cluster(&cluster, "b", extra);
+    let a = a_dir.start();
+    let mut b = b_dir.start();
+    wait_connected(&[&a, &b]);
+    // b misses the moves and the checkpoint, and catches up from its revision later.
+    b.kill9();
+    let shards = ["eu", "us", "asia"];
+    for i in 0..12 {
+        let (status, body) = move_tenant(&a, &format!("t{i}"), shards[i % 3]);
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(move_tenant(&a, "acme", "asia").0, 200);
+    poll("a checkpoint in etcd", || {
+        !cluster
+            .get_prefix("/geolb/zones/example.test/tenants/checkpoint")
+            .is_empty()
+    });
+    poll("the folded entries deleted", || {
+        cluster
+            .get_prefix("/geolb/zones/example.test/tenants/log/")
+            .len()
+            < 5
+    });
+    a.wait_log("checkpointed the tenant log");
+
+    let check = |node: &TestServer| {
+        for i in 0..12 {
+            assert_eq!(
+                shard_of(node, &format!("t{i}")).as_deref(),
+                Some(shards[i % 3]),
+                "t{i}"
+            );
+        }
+        assert_eq!(shard_of(node, "acme").as_deref(), Some("asia"));
+        assert_eq!(shard_of(node, "globex").as_deref(), Some("eu"));
+    };
+    // A new node reads the checkpoint and the entries after it.
+    let c_dir = NodeDir::with_cluster(&cluster, "c", extra);
+    let c = c_dir.start();
+    wait_connected(&[&c]);
+    c.wait_log("from_checkpoint=");
+    assert!(!c.log().contains("from_checkpoint=0 "), "{}", c.log());
+    check(&c);
+    // The node that was away replays the history it missed.
+    let b = b_dir.start();
+    wait_connected(&[&b]);
+    poll("b to catch up", || {
+        shard_of(&b, "acme").as_deref() == Some("asia")
+    });
+    check(&b);
 }

@@ -179,7 +179,22 @@ impl Etcd {
         revision: i64,
         limit: i64,
     ) -> Result<Range, EtcdError> {
+        self.range_with(key, range_end, revision, limit, false)
+            .await
+    }
+
+    async fn range_with(
+        &self,
+        key: &[u8],
+        range_end: Option<&[u8]>,
+        revision: i64,
+        limit: i64,
+        keys_only: bool,
+    ) -> Result<Range, EtcdError> {
         let mut body = json!({ "key": B64.encode(key) });
+        if keys_only {
+            body["keys_only"] = json!(true);
+        }
         if let Some(end) = range_end {
             body["range_end"] = json!(B64.encode(end));
         }
@@ -217,16 +232,36 @@ impl Etcd {
 
     /// Every key under `prefix` as of one revision (0: now), read in pages.
     pub async fn range_prefix(&self, prefix: &[u8], revision: i64) -> Result<Range, EtcdError> {
-        const PAGE: i64 = 256;
+        self.range_prefix_with(prefix, revision, false).await
+    }
+
+    /// The keys (without values) under `prefix` as of one revision (0: now).
+    pub async fn keys_prefix(&self, prefix: &[u8], revision: i64) -> Result<Range, EtcdError> {
+        self.range_prefix_with(prefix, revision, true).await
+    }
+
+    async fn range_prefix_with(
+        &self,
+        prefix: &[u8],
+        revision: i64,
+        keys_only: bool,
+    ) -> Result<Range, EtcdError> {
+        // Pages of keys; values are at most a staged chunk each, so a page stays within
+        // what one answer should carry.
+        const PAGE: i64 = 64;
         let end = prefix_end(prefix);
-        let mut first = self.range(prefix, Some(&end), revision, PAGE).await?;
+        let mut first = self
+            .range_with(prefix, Some(&end), revision, PAGE, keys_only)
+            .await?;
         let revision = first.revision;
         let mut more = first.more;
         while more {
             let Some(last) = first.kvs.last() else { break };
             let mut next_key = last.key.clone();
             next_key.push(0);
-            let page = self.range(&next_key, Some(&end), revision, PAGE).await?;
+            let page = self
+                .range_with(&next_key, Some(&end), revision, PAGE, keys_only)
+                .await?;
             more = page.more;
             first.kvs.extend(page.kvs);
         }

@@ -61,6 +61,8 @@ pub struct ClusterSettings {
     pub timeout: Duration,
     /// The node's lease: how long its registry entry and verdicts outlive it.
     pub lease: Duration,
+    /// Fold a zone's tenant log into a checkpoint once it has this many entries.
+    pub checkpoint_every: usize,
 }
 
 /// A batch whose encoding is larger than this is staged in chunks first: etcd refuses
@@ -73,6 +75,8 @@ const CHUNK_MAX: usize = 512 << 10;
 const INLINE_HEADER: &str = "geolb-tenants 1\n";
 /// First words of a log entry whose changes are staged: `geolb-tenants-staged 1 ID N`.
 const STAGED_HEADER: &str = "geolb-tenants-staged 1 ";
+/// First words of a checkpoint: `geolb-checkpoint 1 ID CHUNKS REVISION`.
+const CHECKPOINT_HEADER: &str = "geolb-checkpoint 1 ";
 /// How often a connected node checks that its etcd member still serves linearizable
 /// reads (a member cut off from its quorum keeps a watch open but silent).
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -164,6 +168,37 @@ fn rendezvous(node: &str, zone: &str, site: &str) -> u64 {
     x ^ (x >> 31)
 }
 
+/// A zone's tenant log as this node knows it: the entries a checkpoint has not folded
+/// yet, and the checkpoint.
+#[derive(Default, Debug)]
+struct ZoneLog {
+    /// Create revision to log entry ID.
+    entries: BTreeMap<i64, String>,
+    /// The checkpoint key's last modification (0: none yet).
+    checkpoint_mod: i64,
+    /// The ID of the checkpoint's snapshot chunks.
+    checkpoint_id: Option<String>,
+}
+
+/// A parsed checkpoint: `geolb-checkpoint 1 ID CHUNKS REVISION`.
+struct Checkpoint {
+    id: String,
+    chunks: usize,
+    /// Every log entry created at or before this revision is in the snapshot.
+    revision: i64,
+}
+
+fn parse_checkpoint(value: &[u8]) -> Option<Checkpoint> {
+    let text = std::str::from_utf8(value).ok()?;
+    let rest = text.strip_prefix(CHECKPOINT_HEADER)?;
+    let mut words = rest.split_whitespace();
+    Some(Checkpoint {
+        id: words.next()?.to_string(),
+        chunks: words.next()?.parse().ok()?,
+        revision: words.next()?.parse().ok()?,
+    })
+}
+
 /// Live nodes and verdicts, as the watch has them.
 #[derive(Default)]
 struct SharedHealth {
@@ -190,6 +225,8 @@ struct Inner {
     /// Overrides as etcd has them, applied in full to the compiler on every change.
     overrides: tokio::sync::Mutex<Overrides>,
     shared_health: std::sync::Mutex<SharedHealth>,
+    /// Each zone's tenant log as the watch has it, for checkpoints.
+    logs: std::sync::Mutex<HashMap<String, ZoneLog>>,
     /// The view last sent to the compiler.
     sent_view: std::sync::Mutex<Option<HealthView>>,
 }
@@ -227,6 +264,7 @@ impl Fleet {
                 crate::overrides::load(state_dir).unwrap_or_default(),
             ),
             shared_health: std::sync::Mutex::default(),
+            logs: std::sync::Mutex::default(),
             sent_view: std::sync::Mutex::default(),
             settings,
         });
@@ -396,6 +434,17 @@ impl Inner {
     /// Writes `text` (whole lines) in chunks under the stage prefix of batch `id`;
     /// returns the number of chunks.
     async fn stage(&self, zone: &str, id: &str, text: &[u8]) -> Result<usize, ControlError> {
+        self.write_chunks(zone, "stage", id, text).await
+    }
+
+    /// Writes `text` (whole lines) in chunks under `zones/ZONE/tenants/DIR/ID/`.
+    async fn write_chunks(
+        &self,
+        zone: &str,
+        dir: &str,
+        id: &str,
+        text: &[u8],
+    ) -> Result<usize, ControlError> {
         let mut n = 0;
         let mut rest = text;
         while !rest.is_empty() {
@@ -407,14 +456,12 @@ impl Inner {
                     .rposition(|b| *b == b'\n')
                     .map_or(end, |i| i + 1);
             }
-            let key = self.key(&format!("zones/{zone}/tenants/stage/{id}/{n:08}"));
+            let key = self.key(&format!("zones/{zone}/tenants/{dir}/{id}/{n:08}"));
             if let Err(e) = self.etcd.put(key.as_bytes(), &rest[..end], 0).await {
                 // Staged chunks are invisible until a log entry names them; leave no
                 // garbage behind if etcd lets us.
-                let stage = self.key(&format!("zones/{zone}/tenants/stage/{id}/"));
                 let _ = self
-                    .etcd
-                    .delete(stage.as_bytes(), Some(&etcd::prefix_end(stage.as_bytes())))
+                    .delete_prefix(&format!("zones/{zone}/tenants/{dir}/{id}/"))
                     .await;
                 return Err(write_error(e));
             }
@@ -422,6 +469,18 @@ impl Inner {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Deletes every key under `prefix` (relative to the fleet's prefix).
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), EtcdError> {
+        let prefix = self.key(prefix);
+        self.etcd
+            .delete(
+                prefix.as_bytes(),
+                Some(&etcd::prefix_end(prefix.as_bytes())),
+            )
+            .await
+            .map(|_| ())
     }
 
     fn set_status(&self, change: impl FnOnce(&mut Status)) {
@@ -705,26 +764,29 @@ async fn register(inner: &Inner, lease: i64) -> Result<(), EtcdError> {
 /// have none yet, makes the local copy equal to it, and returns a watch from there.
 async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, EtcdError> {
     let root = inner.key("");
-    let mut range = inner.etcd.range_prefix(root.as_bytes(), 0).await?;
-    if import_missing(inner, &range.kvs).await? {
-        range = inner.etcd.range_prefix(root.as_bytes(), 0).await?;
+    // Keys first (cheap), then the values that matter, all at one revision: staged
+    // and snapshot chunks are read only where a log entry or checkpoint names them.
+    let mut keys = inner.etcd.keys_prefix(root.as_bytes(), 0).await?;
+    if import_missing(inner, &keys.kvs).await? {
+        keys = inner.etcd.keys_prefix(root.as_bytes(), 0).await?;
     }
-    let revision = range.revision;
-    let mut logs: BTreeMap<String, Vec<&Kv>> = BTreeMap::new();
-    let mut overrides = Overrides::new();
+    let revision = keys.revision;
+    let mut zones = std::collections::BTreeSet::new();
+    for kv in &keys.kvs {
+        if let Some(Key::Override { zone, .. }) = parse_key(&inner.prefix, &kv.key) {
+            zones.insert(zone);
+        }
+    }
     let mut health_keys = Vec::new();
-    for kv in &range.kvs {
-        match parse_key(&inner.prefix, &kv.key) {
-            Some(Key::Log { zone }) => logs.entry(zone).or_default().push(kv),
-            Some(Key::Override { zone, site }) => {
-                if let Some(state) = parse_override(&kv.value) {
-                    overrides.entry(zone).or_default().insert(site, state);
-                }
+    for prefix in ["nodes/", "health/"] {
+        let range = inner
+            .etcd
+            .range_prefix(inner.key(prefix).as_bytes(), revision)
+            .await?;
+        for kv in range.kvs {
+            if let Some(key) = parse_key(&inner.prefix, &kv.key) {
+                health_keys.push((key, kv.value));
             }
-            Some(key @ (Key::Node { .. } | Key::Verdict { .. })) => {
-                health_keys.push((key, kv.value.clone()));
-            }
-            _ => {}
         }
     }
     if let Ok(mut shared) = inner.shared_health.lock() {
@@ -733,42 +795,29 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
     for (key, value) in &health_keys {
         inner.note_health_key(key, false, value);
     }
+    let mut overrides = Overrides::new();
+    for zone in zones {
+        let prefix = inner.key(&format!("zones/{zone}/overrides/"));
+        for kv in inner
+            .etcd
+            .range_prefix(prefix.as_bytes(), revision)
+            .await?
+            .kvs
+        {
+            if let Some(Key::Override { zone, site }) = parse_key(&inner.prefix, &kv.key)
+                && let Some(state) = parse_override(&kv.value)
+            {
+                overrides.entry(zone).or_default().insert(site, state);
+            }
+        }
+    }
     let index: Vec<Arc<ZoneTenants>> = inner
         .tenants
         .read()
         .map(|i| i.values().cloned().collect())
         .unwrap_or_default();
     for zt in index {
-        let mut entries = logs.remove(&zt.zone).unwrap_or_default();
-        entries.sort_by_key(|kv| kv.create_revision);
-        let mut target: HashMap<Box<str>, Box<str>> = HashMap::new();
-        for kv in entries {
-            for (tenant, shard) in entry_changes(inner, &zt.zone, kv, revision).await? {
-                match shard {
-                    Some(shard) => target.insert(tenant, shard),
-                    None => target.remove(&tenant),
-                };
-            }
-        }
-        let current = zt.store.current();
-        let mut changes: Vec<(Box<str>, Option<Box<str>>)> = Vec::new();
-        for (tenant, _) in current.iter_unordered() {
-            if !target.contains_key(tenant) {
-                changes.push((tenant.into(), None));
-            }
-        }
-        for (tenant, shard) in target {
-            let same = current
-                .get(&tenant)
-                .and_then(|idx| zt.shards.name(idx))
-                .is_some_and(|s| *s == *shard);
-            if !same {
-                changes.push((tenant, Some(shard)));
-            }
-        }
-        let n = changes.len();
-        apply_tenants(inner, &zt, changes).await?;
-        tracing::info!(zone = %zt.zone, revision, changed = n, tenants = zt.store.current().len(), "tenants resynced from etcd");
+        resync_tenants(inner, &zt, revision).await?;
     }
     apply_overrides(inner, overrides).await?;
     finish_revision(inner, cluster_id, revision).await?;
@@ -780,6 +829,208 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
             revision + 1,
         )
         .await
+}
+
+/// Makes a zone's local copy equal to etcd's state at `revision`: the checkpoint's
+/// snapshot, then every log entry created after it, in order.
+async fn resync_tenants(inner: &Inner, zt: &ZoneTenants, revision: i64) -> Result<(), EtcdError> {
+    let zone = &zt.zone;
+    let mut log = ZoneLog::default();
+    let mut target: HashMap<Box<str>, Box<str>> = HashMap::new();
+    let checkpoint_key = inner.key(&format!("zones/{zone}/tenants/checkpoint"));
+    let checkpoint = inner
+        .etcd
+        .range(checkpoint_key.as_bytes(), None, revision, 1)
+        .await?;
+    let mut covered = 0;
+    if let Some(kv) = checkpoint.kvs.first() {
+        let Some(checkpoint) = parse_checkpoint(&kv.value) else {
+            return Err(EtcdError::Protocol(format!(
+                "unreadable tenant checkpoint in zone {zone}"
+            )));
+        };
+        let snap = inner.key(&format!("zones/{zone}/tenants/snap/{}/", checkpoint.id));
+        let chunks = inner.etcd.range_prefix(snap.as_bytes(), revision).await?;
+        if chunks.kvs.len() != checkpoint.chunks {
+            return Err(EtcdError::Protocol(format!(
+                "tenant checkpoint of zone {zone} names {} chunks, etcd holds {}",
+                checkpoint.chunks,
+                chunks.kvs.len()
+            )));
+        }
+        for chunk in &chunks.kvs {
+            for (tenant, shard) in decode_changes(&chunk.value) {
+                if let Some(shard) = shard {
+                    target.insert(tenant, shard);
+                }
+            }
+        }
+        covered = checkpoint.revision;
+        log.checkpoint_mod = kv.mod_revision;
+        log.checkpoint_id = Some(checkpoint.id);
+    }
+    let prefix = inner.key(&format!("zones/{zone}/tenants/log/"));
+    let mut entries = inner
+        .etcd
+        .range_prefix(prefix.as_bytes(), revision)
+        .await?
+        .kvs;
+    entries.retain(|kv| kv.create_revision > covered);
+    entries.sort_by_key(|kv| kv.create_revision);
+    for kv in &entries {
+        if let Some(Key::Log { id, .. }) = parse_key(&inner.prefix, &kv.key) {
+            log.entries.insert(kv.create_revision, id);
+        }
+        for (tenant, shard) in entry_changes(inner, zone, kv, revision).await? {
+            match shard {
+                Some(shard) => target.insert(tenant, shard),
+                None => target.remove(&tenant),
+            };
+        }
+    }
+    let current = zt.store.current();
+    let mut changes: Changes = Vec::new();
+    for (tenant, _) in current.iter_unordered() {
+        if !target.contains_key(tenant) {
+            changes.push((tenant.into(), None));
+        }
+    }
+    for (tenant, shard) in target {
+        let same = current
+            .get(&tenant)
+            .and_then(|idx| zt.shards.name(idx))
+            .is_some_and(|s| *s == *shard);
+        if !same {
+            changes.push((tenant, Some(shard)));
+        }
+    }
+    let n = changes.len();
+    apply_tenants(inner, zt, changes).await?;
+    if let Ok(mut logs) = inner.logs.lock() {
+        logs.insert(zone.clone(), log);
+    }
+    tracing::info!(zone = %zone, revision, from_checkpoint = covered, log_entries = entries.len(), changed = n, tenants = zt.store.current().len(), "tenants resynced from etcd");
+    Ok(())
+}
+
+/// Folds a zone's log into a new checkpoint once it has `checkpoint_every` entries,
+/// on the one live node that rendezvous hashing picks for the zone (a race between two
+/// is settled by a transaction on the checkpoint key). The checkpoint is this node's
+/// table at its applied revision, which holds every entry created up to it; then the
+/// folded entries, their staged chunks and the old snapshot are deleted. A failure
+/// here costs nothing but a longer log: it is logged and tried again later.
+async fn checkpoint_if_due(inner: &Arc<Inner>) {
+    let due: Vec<String> = match inner.logs.lock() {
+        Ok(logs) => logs
+            .iter()
+            .filter(|(_, log)| log.entries.len() >= inner.settings.checkpoint_every)
+            .map(|(zone, _)| zone.clone())
+            .collect(),
+        Err(_) => return,
+    };
+    for zone in due {
+        let designated = inner.shared_health.lock().ok().and_then(|shared| {
+            shared
+                .live
+                .iter()
+                .max_by_key(|node| rendezvous(node, &zone, "\0checkpoint"))
+                .cloned()
+        });
+        if designated.as_deref() != Some(inner.settings.node.as_str()) {
+            continue;
+        }
+        if let Err(error) = checkpoint(inner, &zone).await {
+            tracing::warn!(zone = %zone, %error, "cannot checkpoint the tenant log; it keeps growing until the next try");
+        }
+    }
+}
+
+async fn checkpoint(inner: &Inner, zone: &str) -> Result<(), String> {
+    let Some(zt) = inner.tenants.read().ok().and_then(|i| i.get(zone).cloned()) else {
+        return Ok(());
+    };
+    let applied = inner.status.borrow().applied;
+    let (checkpoint_mod, old_id, folded) = {
+        let logs = inner.logs.lock().map_err(|_| "poisoned".to_string())?;
+        let Some(log) = logs.get(zone) else {
+            return Ok(());
+        };
+        let folded: Vec<String> = log
+            .entries
+            .range(..=applied)
+            .map(|(_, id)| id.clone())
+            .collect();
+        (log.checkpoint_mod, log.checkpoint_id.clone(), folded)
+    };
+    let table = zt.store.current();
+    let changes: Changes = table
+        .iter()
+        .filter_map(|(tenant, idx)| Some((tenant.into(), Some(zt.shards.name(idx)?.into()))))
+        .collect();
+    let id = new_id();
+    let chunks = inner
+        .write_chunks(zone, "snap", &id, &encode_changes(&changes))
+        .await
+        .map_err(|e| e.to_string())?;
+    let key = inner.key(&format!("zones/{zone}/tenants/checkpoint"));
+    let value = format!("{CHECKPOINT_HEADER}{id} {chunks} {applied}\n");
+    let (won, _) = inner
+        .etcd
+        .txn(
+            &[Compare::ModRevision(
+                key.clone().into_bytes(),
+                checkpoint_mod,
+            )],
+            &[Op::Put {
+                key: key.into_bytes(),
+                value: value.into_bytes(),
+                lease: 0,
+            }],
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !won {
+        let _ = inner
+            .delete_prefix(&format!("zones/{zone}/tenants/snap/{id}/"))
+            .await;
+        return Ok(());
+    }
+    // Readers ignore entries the checkpoint covers; deleting them only reclaims space.
+    for batch in folded.chunks(32) {
+        let mut ops = Vec::with_capacity(batch.len() * 2);
+        for entry in batch {
+            ops.push(Op::Delete {
+                key: inner
+                    .key(&format!("zones/{zone}/tenants/log/{entry}"))
+                    .into_bytes(),
+                range_end: None,
+            });
+            let stage = inner.key(&format!("zones/{zone}/tenants/stage/{entry}/"));
+            ops.push(Op::Delete {
+                range_end: Some(etcd::prefix_end(stage.as_bytes())),
+                key: stage.into_bytes(),
+            });
+        }
+        inner
+            .etcd
+            .txn(&[], &ops, &[])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(old) = old_id {
+        let _ = inner
+            .delete_prefix(&format!("zones/{zone}/tenants/snap/{old}/"))
+            .await;
+    }
+    tracing::info!(
+        zone,
+        revision = applied,
+        tenants = changes.len(),
+        folded = folded.len(),
+        "checkpointed the tenant log"
+    );
+    Ok(())
 }
 
 /// For every sharded zone served here that etcd has no tenants for yet, imports the
@@ -881,9 +1132,30 @@ async fn apply_batch(
             health_changed |= inner.note_health_key(key, event.deleted, &event.kv.value);
         }
         match key {
-            Some(Key::Log { zone }) if !event.deleted => {
-                let changes = entry_changes(inner, &zone, &event.kv, event.kv.mod_revision).await?;
-                tenant_changes.entry(zone).or_default().extend(changes);
+            Some(Key::Log { zone, id }) => {
+                if let Ok(mut logs) = inner.logs.lock() {
+                    let log = logs.entry(zone.clone()).or_default();
+                    if event.deleted {
+                        log.entries.retain(|_, entry| *entry != id);
+                    } else {
+                        log.entries.insert(event.kv.create_revision, id);
+                    }
+                }
+                if !event.deleted {
+                    let changes =
+                        entry_changes(inner, &zone, &event.kv, event.kv.mod_revision).await?;
+                    tenant_changes.entry(zone).or_default().extend(changes);
+                }
+            }
+            Some(Key::Checkpoint { zone }) if !event.deleted => {
+                if let (Ok(mut logs), Some(checkpoint)) =
+                    (inner.logs.lock(), parse_checkpoint(&event.kv.value))
+                {
+                    let log = logs.entry(zone).or_default();
+                    log.checkpoint_mod = event.kv.mod_revision;
+                    log.checkpoint_id = Some(checkpoint.id);
+                    log.entries.retain(|rev, _| *rev > checkpoint.revision);
+                }
             }
             Some(Key::Override { zone, site }) => {
                 let next = match &mut overrides {
@@ -928,7 +1200,9 @@ async fn apply_batch(
     if health_changed {
         inner.send_health_view();
     }
-    finish_revision(inner, cluster_id, last).await
+    finish_revision(inner, cluster_id, last).await?;
+    checkpoint_if_due(inner).await;
+    Ok(())
 }
 
 /// Makes tenant changes durable in the local copy and serves them. Changes this node
@@ -1059,6 +1333,9 @@ async fn entry_changes(
 
 /// What a key under the prefix is.
 enum Key {
+    Checkpoint {
+        zone: String,
+    },
     Node {
         node: String,
     },
@@ -1069,6 +1346,7 @@ enum Key {
     },
     Log {
         zone: String,
+        id: String,
     },
     Imported {
         zone: String,
@@ -1107,7 +1385,13 @@ fn parse_key(prefix: &str, key: &[u8]) -> Option<Key> {
     if rest == "tenants/imported" {
         return Some(Key::Imported { zone });
     }
-    rest.strip_prefix("tenants/log/").map(|_| Key::Log { zone })
+    if rest == "tenants/checkpoint" {
+        return Some(Key::Checkpoint { zone });
+    }
+    rest.strip_prefix("tenants/log/").map(|id| Key::Log {
+        zone,
+        id: id.to_string(),
+    })
 }
 
 fn parse_override(value: &[u8]) -> Option<Override> {
@@ -1263,7 +1547,7 @@ mod tests {
     fn keys() {
         let p = "/geolb";
         assert!(
-            matches!(parse_key(p, b"/geolb/zones/example.test/tenants/log/ab"), Some(Key::Log { zone }) if zone == "example.test")
+            matches!(parse_key(p, b"/geolb/zones/example.test/tenants/log/ab"), Some(Key::Log { zone, id }) if zone == "example.test" && id == "ab")
         );
         assert!(
             matches!(parse_key(p, b"/geolb/zones/z/overrides/ams1"), Some(Key::Override { site, .. }) if site == "ams1")
