@@ -28,6 +28,34 @@ enum Command {
     /// Show, move or remove tenants through a running server's admin API.
     #[command(subcommand)]
     Tenants(TenantsCommand),
+    /// Look at the fleet through a running node's admin API.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Nodes, their revisions and lag, configuration digests, and etcd's members.
+    Status {
+        #[command(flatten)]
+        target: AdminAddr,
+        /// Print the JSON the admin API returned instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct AdminAddr {
+    /// The admin API address of the running server (default: `admin` in --config).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// A file holding the bearer token (default: `admin_token_file` in --config).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// geolb.toml to read `admin` and `admin_token_file` from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +135,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cluster(ClusterCommand::Status { target, json }) => {
+            match cluster_status(&target, json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 
@@ -122,27 +159,11 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
         } => (target, "PUT", tenant, Some(json!({ "shard": shard }))),
         TenantsCommand::Delete { tenant, target } => (target, "DELETE", tenant, None),
     };
-    let settings = match &target.config {
-        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
-        None => Settings::default(),
-    };
-    let addr = target
-        .admin
-        .or(settings.admin)
-        .ok_or("no admin API address: give --admin ADDR (or --config with `admin`)".to_string())?;
-    let token = match target
-        .token_file
-        .as_ref()
-        .or(settings.admin_token_file.as_ref())
-    {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
+    let (addr, token) = admin_endpoint(
+        target.admin,
+        target.token_file.as_ref(),
+        target.config.as_ref(),
+    )?;
     let timeout = std::time::Duration::from_secs(30);
     let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
         request(addr, token.as_deref(), method, path, body, timeout)
@@ -201,6 +222,57 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
             text("previous")
         ),
     }
+    Ok(())
+}
+
+/// The admin API address and token from flags, else from geolb.toml.
+fn admin_endpoint(
+    admin: Option<SocketAddr>,
+    token_file: Option<&PathBuf>,
+    config: Option<&PathBuf>,
+) -> Result<(SocketAddr, Option<String>), String> {
+    let settings = match config {
+        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
+        None => Settings::default(),
+    };
+    let addr = admin
+        .or(settings.admin)
+        .ok_or("no admin API address: give --admin ADDR (or --config with `admin`)".to_string())?;
+    let token = match token_file.or(settings.admin_token_file.as_ref()) {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok((addr, token))
+}
+
+fn cluster_status(target: &AdminAddr, as_json: bool) -> Result<(), String> {
+    let (addr, token) = admin_endpoint(
+        target.admin,
+        target.token_file.as_ref(),
+        target.config.as_ref(),
+    )?;
+    let reply = geolb::admin_client::request(
+        addr,
+        token.as_deref(),
+        "GET",
+        "/v1/cluster",
+        None,
+        std::time::Duration::from_secs(30),
+    )?;
+    if reply.status != 200 {
+        return Err(reply.error_message());
+    }
+    let view = &reply.body;
+    if as_json {
+        println!("{view:#}");
+        return Ok(());
+    }
+    print!("{}", geolb::fleet::render_view(view));
     Ok(())
 }
 

@@ -397,6 +397,68 @@ impl Fleet {
     }
 }
 
+/// `/v1/cluster`'s answer as a table for `geolb cluster status`.
+pub fn render_view(view: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let connected = if view["connected"] == true {
+        "connected".to_string()
+    } else {
+        format!("NOT connected ({})", text(&view["last_error"]))
+    };
+    out.push_str(&format!(
+        "node {}: {connected}, applied revision {}; etcd revision {}\n",
+        text(&view["node"]),
+        text(&view["applied_revision"]),
+        text(&view["etcd_revision"]),
+    ));
+    if view["etcd_error"] != Value::Null {
+        out.push_str(&format!("cannot list nodes: {}\n", text(&view["etcd_error"])));
+    }
+    out.push_str(&format!(
+        "\n{:<24} {:>10} {:>6}  {:<20} {:<10} {}\n",
+        "NODE", "REVISION", "LAG", "CONFIG", "VERSION", "STARTED"
+    ));
+    for node in view["nodes"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<24} {:>10} {:>6}  {:<20} {:<10} {}\n",
+            text(&node["node"]),
+            text(&node["revision"]),
+            text(&node["lag"]),
+            text(&node["config_digest"]),
+            text(&node["version"]),
+            text(&node["started"]),
+        ));
+    }
+    if view["configs_differ"] == true {
+        out.push_str("\nwarning: nodes serve different zone configurations (CONFIG differs)\n");
+    }
+    out.push_str("\netcd members:\n");
+    for member in view["etcd"].as_array().into_iter().flatten() {
+        if member["healthy"] == true {
+            out.push_str(&format!(
+                "  {}  healthy  version {}  leader {}  raft index {}  db {} bytes\n",
+                text(&member["endpoint"]),
+                text(&member["version"]),
+                text(&member["leader"]),
+                text(&member["raft_index"]),
+                text(&member["db_size"]),
+            ));
+        } else {
+            out.push_str(&format!(
+                "  {}  UNHEALTHY: {}\n",
+                text(&member["endpoint"]),
+                text(&member["error"])
+            ));
+        }
+    }
+    out
+}
+
 impl Inner {
     fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.prefix)
