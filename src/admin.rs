@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,6 +21,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use hickory_proto::rr::{Name, RecordType};
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,6 +31,7 @@ use crate::app::{Control, ControlError, TenantChange};
 use crate::dns::lookup::{self, Client};
 use crate::dns::{Ecs, mask};
 use crate::overrides::Override;
+use crate::server::conns::{ConnStats, Guard, Limits, Registry};
 use crate::snapshot::{ShardingSnap, SiteState, Snapshot, ZoneSnap};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,8 @@ pub enum AdminError {
 struct Ctx {
     control: Control,
     token: Option<Arc<str>>,
+    dns_tcp: Arc<ConnStats>,
+    admin_conns: Arc<ConnStats>,
 }
 
 /// Binds the admin listener; `serve` runs it.
@@ -84,9 +90,130 @@ pub async fn bind(
     Ok((listener, token))
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, token: Option<Arc<str>>, control: Control) {
-    let ctx = Ctx { control, token };
-    let app = Router::new()
+/// Limits of the admin listener (`admin_*` in `geolb.toml`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdminLimits {
+    /// Open connections at most; when full, the longest-idle one is closed to admit a
+    /// new one.
+    pub max_connections: usize,
+    /// A connection must send a request's complete headers within this long, counted
+    /// from the connection's start or from its previous response; it also bounds how
+    /// long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// A request (its body included) must be answered within this long.
+    pub request_timeout: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves the API until the runtime stops. `dns_tcp` is the DNS front end's TCP
+/// registry, whose counters `/metrics` shows.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    token: Option<Arc<str>>,
+    control: Control,
+    limits: AdminLimits,
+    dns_tcp: Arc<ConnStats>,
+) {
+    let registry = Registry::new(Limits {
+        max: limits.max_connections,
+        per_source: 0,
+    });
+    let ctx = Ctx {
+        control,
+        token,
+        dns_tcp,
+        admin_conns: registry.stats.clone(),
+    };
+    let app = router(ctx);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::debug!(%error, "admin accept error");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(guard) = registry.admit(peer.ip()) else {
+            // Every connection has a request in flight; the client may retry.
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(connection(stream, Arc::new(guard), app.clone(), limits));
+    }
+}
+
+/// One admin connection: HTTP/1.1 with a header read timeout, each request under the
+/// request timeout and marked in flight (so it is not evicted), until the client
+/// closes, a deadline passes, or the registry evicts it.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    guard: Arc<Guard>,
+    app: Router,
+    limits: AdminLimits,
+) {
+    let handler = guard.clone();
+    let service = hyper::service::service_fn(
+        move |request: axum::http::Request<hyper::body::Incoming>| {
+            let guard = handler.clone();
+            let app = TowerToHyperService::new(app.clone());
+            async move {
+                let in_flight = guard.request();
+                let answered =
+                    tokio::time::timeout(limits.request_timeout, app.call(request)).await;
+                drop(in_flight);
+                guard.touch();
+                let response = match answered {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => {
+                        guard
+                            .registry()
+                            .stats
+                            .timed_out
+                            .fetch_add(1, Ordering::Relaxed);
+                        let mut response = error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "request timed out (a tenant change or override may or may not have been applied; retrying is safe)",
+                        );
+                        response.headers_mut().insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("close"),
+                        );
+                        response
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        },
+    );
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        ended = served => {
+            if let Err(error) = ended {
+                tracing::trace!(%error, "admin connection ended");
+            }
+        }
+        () = guard.evicted() => {}
+    }
+}
+
+fn router(ctx: Ctx) -> Router {
+    Router::new()
         .route("/v1/health", get(health))
         .route("/v1/zones", get(zones))
         .route("/v1/zones/{zone}/sites/{site}/override", put(set_override))
@@ -104,11 +231,10 @@ pub async fn serve(listener: tokio::net::TcpListener, token: Option<Arc<str>>, c
         .route("/v1/explain", get(explain))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        // Outermost, so it runs before any extractor reads a body: an unauthenticated
+        // request is answered 401 without its body being read.
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
-        .with_state(ctx);
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "admin API stopped");
-    }
+        .with_state(ctx)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -132,7 +258,8 @@ fn control_error(err: ControlError) -> Response {
     let status = match &err {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        ControlError::Storage(_) | ControlError::Closed => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::Closed => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, err.to_string())
 }
@@ -147,17 +274,43 @@ async fn auth(
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }
+    // A body announced larger than any endpoint takes is refused before it is read.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BATCH_BODY as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BATCH_BODY} bytes"),
+        );
+    }
     next.run(request).await
 }
 
-/// Compares without stopping at the first difference, so timing does not leak the token.
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme is
+/// case-insensitive (RFC 7235 section 2.1) and may be followed by several spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// Compares in time that depends only on the lengths, so timing does not leak how
+/// much of the token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let n = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..n {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
 }
 
 fn unix(t: std::time::SystemTime) -> Value {
@@ -555,6 +708,42 @@ async fn explain(State(ctx): State<Ctx>, Query(q): Query<ExplainQuery>) -> Respo
     .into_response()
 }
 
+/// The counters of one connection registry, as `geolb_{front}_...`.
+fn connection_metrics(out: &mut String, front: &str, stats: &ConnStats) {
+    let gauge = stats.open.load(Ordering::Relaxed);
+    out.push_str(&format!(
+        "# HELP geolb_{front}_connections Open connections.\n# TYPE geolb_{front}_connections gauge\ngeolb_{front}_connections {gauge}\n"
+    ));
+    for (name, help, value) in [
+        ("accepted", "Connections accepted.", &stats.accepted),
+        (
+            "evicted",
+            "Idle connections closed to admit a new one.",
+            &stats.evicted,
+        ),
+        (
+            "refused_per_ip",
+            "New connections closed because their source had its share.",
+            &stats.refused_per_source,
+        ),
+        (
+            "refused_full",
+            "New connections closed because every connection had a request in flight.",
+            &stats.refused_full,
+        ),
+        (
+            "timed_out",
+            "Connections closed because a read or write missed its deadline.",
+            &stats.timed_out,
+        ),
+    ] {
+        let value = value.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "# HELP geolb_{front}_connections_{name}_total {help}\n# TYPE geolb_{front}_connections_{name}_total counter\ngeolb_{front}_connections_{name}_total {value}\n"
+        ));
+    }
+}
+
 fn parse_client(text: &str) -> Option<(IpAddr, Option<Ecs>)> {
     match text.split_once('/') {
         None => Some((text.parse().ok()?, None)),
@@ -613,6 +802,9 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         "Tenant change batches applied through the admin API.",
         stats.tenant_changes.load(Ordering::Relaxed),
     );
+    for (front, stats) in [("dns_tcp", &ctx.dns_tcp), ("admin", &ctx.admin_conns)] {
+        connection_metrics(&mut out, front, stats);
+    }
     out.push_str(
         "# HELP geolb_tenants Tenants in a zone's tenant map.\n# TYPE geolb_tenants gauge\n",
     );

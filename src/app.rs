@@ -33,8 +33,12 @@ pub struct Settings {
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub tcp_max_connections: Option<usize>,
+    pub tcp_max_connections_per_ip: Option<usize>,
     pub tcp_idle_timeout: Option<std::time::Duration>,
     pub udp_sockets: Option<usize>,
+    pub admin_max_connections: Option<usize>,
+    pub admin_header_timeout: Option<std::time::Duration>,
+    pub admin_request_timeout: Option<std::time::Duration>,
 }
 
 /// `geolb.toml`: the same settings as the flags, paths relative to the file.
@@ -48,8 +52,12 @@ struct RawSettings {
     admin_token_file: Option<String>,
     state_dir: Option<String>,
     tcp_max_connections: Option<usize>,
+    tcp_max_connections_per_ip: Option<usize>,
     tcp_idle_timeout: Option<String>,
     udp_sockets: Option<usize>,
+    admin_max_connections: Option<usize>,
+    admin_header_timeout: Option<String>,
+    admin_request_timeout: Option<String>,
 }
 
 impl Settings {
@@ -75,17 +83,37 @@ impl Settings {
             .filter_map(|l| parse_addr(l, "listen"))
             .collect();
         let admin = raw.admin.as_deref().and_then(|a| parse_addr(a, "admin"));
-        let tcp_idle_timeout = raw.tcp_idle_timeout.as_deref().and_then(|t| {
-            let d = crate::config::parse_duration(t);
+        let mut duration = |text: Option<&str>, key: &str| {
+            let t = text?;
+            let d = crate::config::parse_duration(t).filter(|d| !d.is_zero());
             if d.is_none() {
                 errors.push(source.error(
                     source.text.find(t).unwrap_or(0),
-                    "tcp_idle_timeout",
-                    format!("invalid duration \"{t}\""),
+                    key,
+                    format!("invalid duration \"{t}\" (expected e.g. \"10s\" or \"500ms\", more than zero)"),
                 ));
             }
             d
-        });
+        };
+        let tcp_idle_timeout = duration(raw.tcp_idle_timeout.as_deref(), "tcp_idle_timeout");
+        let admin_header_timeout =
+            duration(raw.admin_header_timeout.as_deref(), "admin_header_timeout");
+        let admin_request_timeout = duration(
+            raw.admin_request_timeout.as_deref(),
+            "admin_request_timeout",
+        );
+        for (key, value) in [
+            ("tcp_max_connections", raw.tcp_max_connections),
+            ("admin_max_connections", raw.admin_max_connections),
+        ] {
+            if value == Some(0) {
+                errors.push(source.error(
+                    source.text.find(key).unwrap_or(0),
+                    key,
+                    "must be at least 1".to_string(),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -102,8 +130,12 @@ impl Settings {
             admin_token_file: raw.admin_token_file.map(|t| dir.join(t)),
             state_dir: raw.state_dir.map(|s| dir.join(s)),
             tcp_max_connections: raw.tcp_max_connections,
+            tcp_max_connections_per_ip: raw.tcp_max_connections_per_ip,
             tcp_idle_timeout,
             udp_sockets: raw.udp_sockets,
+            admin_max_connections: raw.admin_max_connections,
+            admin_header_timeout,
+            admin_request_timeout,
         })
     }
 }
@@ -450,6 +482,10 @@ pub struct Control {
     /// A copy of the overrides, for the admin API to show.
     pub overrides: Arc<std::sync::Mutex<Overrides>>,
     pub tenants: TenantIndex,
+    /// Every tenant change holds this shared while it runs; [`Control::stop_tenant_changes`]
+    /// takes it exclusively and sets it, so no change is acknowledged after the final
+    /// fold of the journals at shutdown.
+    tenant_writes: Arc<tokio::sync::RwLock<bool>>,
 }
 
 /// What a tenant change did: each tenant's shard before and after (`None`: absent).
@@ -516,6 +552,10 @@ impl Control {
         zone: &str,
         changes: Vec<(Box<str>, Option<Box<str>>)>,
     ) -> Result<Vec<TenantChange>, ControlError> {
+        let gate = self.tenant_writes.read().await;
+        if *gate {
+            return Err(ControlError::Closed);
+        }
         let zt = self.zone_tenants(zone)?;
         // Unknown shards are "not found" for the API; the store checks again, against
         // the shard list in force when it writes, in case a reload changed it.
@@ -560,6 +600,15 @@ impl Control {
         self.events.send(event).map_err(|_| ControlError::Closed)?;
         rx.await.map_err(|_| ControlError::Closed)?;
         Ok(outcome)
+    }
+}
+
+impl Control {
+    /// Refuses tenant changes from now on, after waiting for those in flight to be
+    /// acknowledged or refused. Shutdown calls this before folding the journals, so
+    /// the map files then hold every acknowledged change.
+    pub async fn stop_tenant_changes(&self) {
+        *self.tenant_writes.write().await = true;
     }
 }
 
@@ -626,6 +675,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         stats,
         overrides: shown_overrides,
         tenants: tenant_index,
+        tenant_writes: Arc::default(),
     })
 }
 
