@@ -21,7 +21,9 @@ use crate::model::Model;
 use crate::overrides::{self, Override, Overrides};
 use crate::server::SharedSnapshot;
 use crate::snapshot::{self, SiteState, Snapshot, StaticZone, ZoneSnap};
-use crate::tenants::{ShardNames, TenantStore, TenantStoreError, TenantTable, parse_map};
+use crate::tenants::{
+    ShardNames, TenantBatch, TenantStore, TenantStoreError, TenantTable, parse_map,
+};
 
 /// What `serve` and `check` run with: flags over `geolb.toml` over defaults.
 #[derive(Clone, Debug, Default)]
@@ -488,6 +490,22 @@ pub struct Control {
     tenant_writes: Arc<tokio::sync::RwLock<bool>>,
 }
 
+/// What a batch did, counted per change against the map as it was when the batch
+/// arrived: a tenant named twice counts twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Changes applied (all of them: a batch applies whole or not at all).
+    pub applied: usize,
+    /// Tenants that were not in the map.
+    pub added: usize,
+    /// Tenants moved to another shard.
+    pub moved: usize,
+    /// Tenants removed.
+    pub removed: usize,
+    /// Changes that changed nothing: the same shard, or removing an absent tenant.
+    pub unchanged: usize,
+}
+
 /// What a tenant change did: each tenant's shard before and after (`None`: absent).
 #[derive(Clone, Debug)]
 pub struct TenantChange {
@@ -585,12 +603,7 @@ impl Control {
                 }
             })
             .collect();
-        let table = zt.store.apply_named(changes).await.map_err(|e| match e {
-            TenantStoreError::InvalidTenant { .. } => ControlError::Invalid(e.to_string()),
-            TenantStoreError::UnknownShardName { .. } => ControlError::NotFound(e.to_string()),
-            TenantStoreError::BatchTooLarge { .. } => ControlError::Invalid(e.to_string()),
-            other => ControlError::Storage(other.to_string()),
-        })?;
+        let table = zt.store.apply_named(changes).await.map_err(store_error)?;
         let (reply, rx) = oneshot::channel();
         let event = Event::Tenants {
             store: zt.store.clone(),
@@ -609,6 +622,70 @@ impl Control {
     /// the map files then hold every acknowledged change.
     pub async fn stop_tenant_changes(&self) {
         *self.tenant_writes.write().await = true;
+    }
+}
+
+impl Control {
+    /// Applies a batch to `zone` atomically and durably, like
+    /// [`Control::change_tenants`], and answers with counts instead of each change, so
+    /// that a large batch costs memory in proportion to its size, not more.
+    pub async fn apply_batch(
+        &self,
+        zone: &str,
+        batch: TenantBatch,
+    ) -> Result<BatchOutcome, ControlError> {
+        let gate = self.tenant_writes.read().await;
+        if *gate {
+            return Err(ControlError::Closed);
+        }
+        let zt = self.zone_tenants(zone)?;
+        let mut known = Vec::with_capacity(batch.shard_names().len());
+        for name in batch.shard_names() {
+            let Some(idx) = zt.shards.idx(name) else {
+                return Err(ControlError::NotFound(format!(
+                    "unknown shard \"{name}\" in zone \"{}\" (known: {})",
+                    zt.zone,
+                    zt.shards.joined()
+                )));
+            };
+            known.push(idx);
+        }
+        let before = zt.store.current();
+        let mut outcome = BatchOutcome {
+            applied: batch.len(),
+            ..BatchOutcome::default()
+        };
+        for (tenant, shard) in batch.iter_indexed() {
+            let was = before.get(tenant);
+            let will = shard.and_then(|i| known.get(usize::from(i)).copied());
+            match (was, will) {
+                (None, Some(_)) => outcome.added += 1,
+                (Some(_), None) => outcome.removed += 1,
+                (Some(a), Some(b)) if a != b => outcome.moved += 1,
+                _ => outcome.unchanged += 1,
+            }
+        }
+        drop(before);
+        let table = zt.store.apply_batch(batch).await.map_err(store_error)?;
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Tenants {
+            store: zt.store.clone(),
+            table,
+            reply,
+        };
+        self.events.send(event).map_err(|_| ControlError::Closed)?;
+        rx.await.map_err(|_| ControlError::Closed)?;
+        Ok(outcome)
+    }
+}
+
+fn store_error(e: TenantStoreError) -> ControlError {
+    match e {
+        TenantStoreError::InvalidTenant { .. }
+        | TenantStoreError::BatchTooLarge { .. }
+        | TenantStoreError::Batch(_) => ControlError::Invalid(e.to_string()),
+        TenantStoreError::UnknownShardName { .. } => ControlError::NotFound(e.to_string()),
+        other => ControlError::Storage(other.to_string()),
     }
 }
 
