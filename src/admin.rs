@@ -10,17 +10,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use hickory_proto::rr::{Name, RecordType};
+use hyper::service::Service as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,7 +30,9 @@ use crate::app::{Control, ControlError, TenantChange};
 use crate::dns::lookup::{self, Client};
 use crate::dns::{Ecs, mask};
 use crate::overrides::Override;
+use crate::server::conns::{ConnStats, Guard, Limits, Registry};
 use crate::snapshot::{ShardingSnap, SiteState, Snapshot, ZoneSnap};
+use crate::tenants::TenantBatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -54,6 +58,8 @@ pub enum AdminError {
 struct Ctx {
     control: Control,
     token: Option<Arc<str>>,
+    dns_tcp: Arc<ConnStats>,
+    admin_conns: Arc<ConnStats>,
 }
 
 /// Binds the admin listener; `serve` runs it.
@@ -84,9 +90,130 @@ pub async fn bind(
     Ok((listener, token))
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, token: Option<Arc<str>>, control: Control) {
-    let ctx = Ctx { control, token };
-    let app = Router::new()
+/// Limits of the admin listener (`admin_*` in `geolb.toml`).
+#[derive(Clone, Copy, Debug)]
+pub struct AdminLimits {
+    /// Open connections at most; when full, the longest-idle one is closed to admit a
+    /// new one.
+    pub max_connections: usize,
+    /// A connection must send a request's complete headers within this long, counted
+    /// from the connection's start or from its previous response; it also bounds how
+    /// long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// A request (its body included) must be answered within this long.
+    pub request_timeout: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves the API until the runtime stops. `dns_tcp` is the DNS front end's TCP
+/// registry, whose counters `/metrics` shows.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    token: Option<Arc<str>>,
+    control: Control,
+    limits: AdminLimits,
+    dns_tcp: Arc<ConnStats>,
+) {
+    let registry = Registry::new(Limits {
+        max: limits.max_connections,
+        per_source: 0,
+    });
+    let ctx = Ctx {
+        control,
+        token,
+        dns_tcp,
+        admin_conns: registry.stats.clone(),
+    };
+    let app = router(ctx);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::debug!(%error, "admin accept error");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(guard) = registry.admit(peer.ip()) else {
+            // Every connection has a request in flight; the client may retry.
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(connection(stream, Arc::new(guard), app.clone(), limits));
+    }
+}
+
+/// One admin connection: HTTP/1.1 with a header read timeout, each request under the
+/// request timeout and marked in flight (so it is not evicted), until the client
+/// closes, a deadline passes, or the registry evicts it.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    guard: Arc<Guard>,
+    app: Router,
+    limits: AdminLimits,
+) {
+    let handler = guard.clone();
+    let service = hyper::service::service_fn(
+        move |request: axum::http::Request<hyper::body::Incoming>| {
+            let guard = handler.clone();
+            let app = TowerToHyperService::new(app.clone());
+            async move {
+                let in_flight = guard.request();
+                let answered =
+                    tokio::time::timeout(limits.request_timeout, app.call(request)).await;
+                drop(in_flight);
+                guard.touch();
+                let response = match answered {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => {
+                        guard
+                            .registry()
+                            .stats
+                            .timed_out
+                            .fetch_add(1, Ordering::Relaxed);
+                        let mut response = error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "request timed out (a tenant change or override may or may not have been applied; retrying is safe)",
+                        );
+                        response.headers_mut().insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("close"),
+                        );
+                        response
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        },
+    );
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let served = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        ended = served => {
+            if let Err(error) = ended {
+                tracing::trace!(%error, "admin connection ended");
+            }
+        }
+        () = guard.evicted() => {}
+    }
+}
+
+fn router(ctx: Ctx) -> Router {
+    Router::new()
         .route("/v1/health", get(health))
         .route("/v1/zones", get(zones))
         .route("/v1/zones/{zone}/sites/{site}/override", put(set_override))
@@ -96,20 +223,17 @@ pub async fn serve(listener: tokio::net::TcpListener, token: Option<Arc<str>>, c
         )
         .route(
             "/v1/zones/{zone}/tenants",
-            get(tenant_summary)
-                .post(change_tenants)
-                .layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+            get(tenant_summary).post(change_tenants),
         )
         .route("/v1/reload", post(reload))
         .route("/v1/explain", get(explain))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        // Outermost, so it runs before any extractor reads a body: an unauthenticated
+        // request is answered 401 without its body being read.
         .layer(middleware::from_fn_with_state(ctx.clone(), auth))
-        .with_state(ctx);
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "admin API stopped");
-    }
+        .with_state(ctx)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -133,8 +257,8 @@ fn control_error(err: ControlError) -> Response {
     let status = match &err {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
-        ControlError::Storage(_) | ControlError::Closed => StatusCode::INTERNAL_SERVER_ERROR,
-        ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ControlError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ControlError::Closed | ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
     };
     error(status, err.to_string())
@@ -150,17 +274,43 @@ async fn auth(
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }
+    // A body announced larger than any endpoint takes is refused before it is read.
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BATCH_BODY as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_BATCH_BODY} bytes"),
+        );
+    }
     next.run(request).await
 }
 
-/// Compares without stopping at the first difference, so timing does not leak the token.
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme is
+/// case-insensitive (RFC 7235 section 2.1) and may be followed by several spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// Compares in time that depends only on the lengths, so timing does not leak how
+/// much of the token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let n = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..n {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
 }
 
 fn unix(t: std::time::SystemTime) -> Value {
@@ -270,7 +420,8 @@ async fn zones(State(ctx): State<Ctx>) -> Response {
     axum::Json(json!({ "zones": zones })).into_response()
 }
 
-/// The largest batch body: about a million moves.
+/// The largest batch body, and so the largest body any endpoint reads: about 1.6
+/// million changes of 10-byte tenant names (docs/tenants.md).
 const MAX_BATCH_BODY: usize = 64 << 20;
 
 /// The served zone called `zone` and its sharding, or a 404 saying which is missing.
@@ -396,53 +547,261 @@ fn tenant_change_json(zone: &str, done: Vec<TenantChange>) -> Response {
     .into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchBody {
-    changes: Vec<BatchChange>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchChange {
-    tenant: String,
-    /// `null` removes the tenant.
-    shard: Option<String>,
-}
-
 /// Many changes as one atomic, durable batch: all of them are served, or none.
-async fn change_tenants(State(ctx): State<Ctx>, Path(zone): Path<String>, body: Bytes) -> Response {
-    let body: BatchBody = match parse_body(
-        &body,
-        r#"{"changes": [{"tenant": "NAME", "shard": "NAME" or null}, ...]}"#,
-    ) {
+///
+/// The body is read into one buffer (sized from `Content-Length`, at most
+/// `MAX_BATCH_BODY`) and parsed straight into a compact [`TenantBatch`]; the body is
+/// freed before the batch is applied, and the answer counts the changes instead of
+/// echoing them. A batch so costs a small multiple of its body in memory (see
+/// docs/benchmarks.md).
+async fn change_tenants(
+    State(ctx): State<Ctx>,
+    Path(zone): Path<String>,
+    request: Request,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = match read_body(request.into_body(), MAX_BATCH_BODY, announced).await {
         Ok(body) => body,
         Err(response) => return *response,
     };
-    let changes = body
-        .changes
-        .into_iter()
-        .map(|c| {
-            (
-                c.tenant.into_boxed_str(),
-                c.shard.map(String::into_boxed_str),
-            )
-        })
-        .collect();
-    match ctx.control.change_tenants(&zone, changes).await {
-        Ok(done) => {
-            let list: Vec<Value> = done
-                .into_iter()
-                .map(|c| json!({ "tenant": c.tenant, "shard": c.after, "previous": c.before }))
-                .collect();
-            axum::Json(json!({
-                "zone": zone.trim_end_matches('.').to_ascii_lowercase(),
-                "changed": list.len(),
-                "changes": list,
-            }))
-            .into_response()
+    let batch = match parse_batch(&body) {
+        Ok(batch) => batch,
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "malformed body: {err} (expected {{\"changes\": [{{\"tenant\": \"NAME\", \"shard\": \"NAME\" or null}}, ...]}})"
+                ),
+            );
         }
+    };
+    drop(body);
+    match ctx.control.apply_batch(&zone, batch).await {
+        Ok(done) => axum::Json(json!({
+            "zone": zone.trim_end_matches('.').to_ascii_lowercase(),
+            "applied": done.applied,
+            "added": done.added,
+            "moved": done.moved,
+            "removed": done.removed,
+            "unchanged": done.unchanged,
+            // The name of `applied` before counts replaced the echo of every change.
+            "changed": done.applied,
+        }))
+        .into_response(),
         Err(err) => control_error(err),
+    }
+}
+
+/// Reads a whole body into one buffer of at most `limit` bytes.
+async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+    announced: Option<usize>,
+) -> Result<Vec<u8>, Box<Response>> {
+    use futures_util::StreamExt;
+    let too_large = || {
+        Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes"),
+        ))
+    };
+    if announced.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(announced.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|err| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {err}"),
+            ))
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Parses `{"changes": [{"tenant": "NAME", "shard": "NAME" | null}, ...]}` into a
+/// batch, one change at a time, without building a tree of the whole document.
+fn parse_batch(body: &[u8]) -> Result<TenantBatch, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    // A change takes at least ~20 bytes of JSON and ~12 of tenant name on average;
+    // reserving from the body's size avoids regrowing (and copying) both buffers.
+    let mut batch = TenantBatch::with_capacity(body.len() / 40, body.len() / 4);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    batch_json::Body(&mut batch).deserialize(&mut de)?;
+    de.end()?;
+    Ok(batch)
+}
+
+/// Serde seeds that push a batch body's changes into a [`TenantBatch`] as they are
+/// read, borrowing names from the body where they have no escapes.
+mod batch_json {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    use crate::tenants::TenantBatch;
+
+    pub struct Body<'b>(pub &'b mut TenantBatch);
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "lowercase")]
+    enum BodyField {
+        Changes,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier, rename_all = "lowercase")]
+    enum ChangeField {
+        Tenant,
+        Shard,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Body<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Body<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object with \"changes\"")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = false;
+            while let Some(BodyField::Changes) = map.next_key()? {
+                if seen {
+                    return Err(de::Error::duplicate_field("changes"));
+                }
+                map.next_value_seed(Changes(&mut *self.0))?;
+                seen = true;
+            }
+            if !seen {
+                return Err(de::Error::missing_field("changes"));
+            }
+            Ok(())
+        }
+    }
+
+    struct Changes<'b>(&'b mut TenantBatch);
+
+    impl<'de> DeserializeSeed<'de> for Changes<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Changes<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of changes")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Change(&mut *self.0))?.is_some() {}
+            Ok(())
+        }
+    }
+
+    struct Change<'b>(&'b mut TenantBatch);
+
+    impl<'de> DeserializeSeed<'de> for Change<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Change<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a change {\"tenant\": \"NAME\", \"shard\": \"NAME\" or null}")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut tenant: Option<Cow<'de, str>> = None;
+            let mut shard: Option<Option<Cow<'de, str>>> = None;
+            while let Some(field) = map.next_key()? {
+                match field {
+                    ChangeField::Tenant if tenant.is_some() => {
+                        return Err(de::Error::duplicate_field("tenant"));
+                    }
+                    ChangeField::Tenant => tenant = Some(map.next_value_seed(Text)?),
+                    ChangeField::Shard if shard.is_some() => {
+                        return Err(de::Error::duplicate_field("shard"));
+                    }
+                    ChangeField::Shard => shard = Some(map.next_value_seed(MaybeText)?),
+                }
+            }
+            let tenant = tenant.ok_or_else(|| de::Error::missing_field("tenant"))?;
+            // A missing shard removes the tenant, like `null` (as before batches were
+            // parsed this way).
+            let shard = shard.flatten();
+            self.0
+                .push(&tenant, shard.as_deref())
+                .map_err(de::Error::custom)
+        }
+    }
+
+    /// A string, borrowed from the body unless it has escapes.
+    struct Text;
+
+    impl<'de> DeserializeSeed<'de> for Text {
+        type Value = Cow<'de, str>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Text {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_string()))
+        }
+    }
+
+    /// A string or `null`.
+    struct MaybeText;
+
+    impl<'de> DeserializeSeed<'de> for MaybeText {
+        type Value = Option<Cow<'de, str>>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_option(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for MaybeText {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            Text.deserialize(d).map(Some)
+        }
     }
 }
 
@@ -562,6 +921,42 @@ async fn explain(State(ctx): State<Ctx>, Query(q): Query<ExplainQuery>) -> Respo
     .into_response()
 }
 
+/// The counters of one connection registry, as `geolb_{front}_...`.
+fn connection_metrics(out: &mut String, front: &str, stats: &ConnStats) {
+    let gauge = stats.open.load(Ordering::Relaxed);
+    out.push_str(&format!(
+        "# HELP geolb_{front}_connections Open connections.\n# TYPE geolb_{front}_connections gauge\ngeolb_{front}_connections {gauge}\n"
+    ));
+    for (name, help, value) in [
+        ("accepted", "Connections accepted.", &stats.accepted),
+        (
+            "evicted",
+            "Idle connections closed to admit a new one.",
+            &stats.evicted,
+        ),
+        (
+            "refused_per_ip",
+            "New connections closed because their source had its share.",
+            &stats.refused_per_source,
+        ),
+        (
+            "refused_full",
+            "New connections closed because every connection had a request in flight.",
+            &stats.refused_full,
+        ),
+        (
+            "timed_out",
+            "Connections closed because a read or write missed its deadline.",
+            &stats.timed_out,
+        ),
+    ] {
+        let value = value.load(Ordering::Relaxed);
+        out.push_str(&format!(
+            "# HELP geolb_{front}_connections_{name}_total {help}\n# TYPE geolb_{front}_connections_{name}_total counter\ngeolb_{front}_connections_{name}_total {value}\n"
+        ));
+    }
+}
+
 fn parse_client(text: &str) -> Option<(IpAddr, Option<Ecs>)> {
     match text.split_once('/') {
         None => Some((text.parse().ok()?, None)),
@@ -643,6 +1038,9 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
             status.applied
         ));
     }
+    for (front, stats) in [("dns_tcp", &ctx.dns_tcp), ("admin", &ctx.admin_conns)] {
+        connection_metrics(&mut out, front, stats);
+    }
     out.push_str(
         "# HELP geolb_tenants Tenants in a zone's tenant map.\n# TYPE geolb_tenants gauge\n",
     );
@@ -683,4 +1081,47 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_body_is_parsed_into_a_batch() {
+        let batch = parse_batch(
+            br#"{"changes": [{"tenant": "Acme", "shard": "s1"}, {"shard": null, "tenant": "old"}, {"tenant": "x\u0079z"}]}"#,
+        )
+        .unwrap();
+        let all: Vec<_> = batch.iter().collect();
+        assert_eq!(
+            all,
+            vec![("acme", Some("s1")), ("old", None), ("xyz", None)]
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"changes": [{"tenant": "a", "shard": "s1", "extra": 1}]}"#,
+            r#"{"changes": [{"shard": "s1"}]}"#,
+            r#"{"changes": [{"tenant": "-a", "shard": "s1"}]}"#,
+            r#"{"changes": [{"tenant": "a", "shard": 5}]}"#,
+            r#"{"changes": []} trailing"#,
+            r#"{"changes": [], "changes": []}"#,
+        ] {
+            assert!(parse_batch(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(parse_batch(br#"{"changes": []}"#).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer   abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER abc"), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"a"));
+    }
 }

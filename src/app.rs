@@ -21,7 +21,9 @@ use crate::model::Model;
 use crate::overrides::{self, Override, Overrides};
 use crate::server::SharedSnapshot;
 use crate::snapshot::{self, ServerIdentity, SiteState, Snapshot, StaticZone, ZoneSnap};
-use crate::tenants::{ShardNames, TenantStore, TenantStoreError, TenantTable, parse_map};
+use crate::tenants::{
+    ShardNames, TenantBatch, TenantStore, TenantStoreError, TenantTable, parse_map,
+};
 
 /// What `serve` and `check` run with: flags over `geolb.toml` over defaults.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +35,7 @@ pub struct Settings {
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub tcp_max_connections: Option<usize>,
+    pub tcp_max_connections_per_ip: Option<usize>,
     pub tcp_idle_timeout: Option<std::time::Duration>,
     pub udp_sockets: Option<usize>,
     /// `[cluster]`: share tenants and overrides with other nodes through etcd.
@@ -43,6 +46,9 @@ pub struct Settings {
     pub identity: Option<String>,
     /// Answered for CHAOS `version.bind.`; `None`: "geolb VERSION".
     pub version: Option<String>,
+    pub admin_max_connections: Option<usize>,
+    pub admin_header_timeout: Option<std::time::Duration>,
+    pub admin_request_timeout: Option<std::time::Duration>,
 }
 
 /// `geolb.toml`: the same settings as the flags, paths relative to the file.
@@ -56,12 +62,16 @@ struct RawSettings {
     admin_token_file: Option<String>,
     state_dir: Option<String>,
     tcp_max_connections: Option<usize>,
+    tcp_max_connections_per_ip: Option<usize>,
     tcp_idle_timeout: Option<String>,
     udp_sockets: Option<usize>,
     cluster: Option<RawCluster>,
     probe_source: Option<String>,
     identity: Option<String>,
     version: Option<String>,
+    admin_max_connections: Option<usize>,
+    admin_header_timeout: Option<String>,
+    admin_request_timeout: Option<String>,
 }
 
 /// `[cluster]` in `geolb.toml`.
@@ -104,17 +114,25 @@ impl Settings {
             .filter_map(|l| parse_addr(l, "listen"))
             .collect();
         let admin = raw.admin.as_deref().and_then(|a| parse_addr(a, "admin"));
-        let tcp_idle_timeout = raw.tcp_idle_timeout.as_deref().and_then(|t| {
-            let d = crate::config::parse_duration(t);
+        let mut duration = |text: Option<&str>, key: &str| {
+            let t = text?;
+            let d = crate::config::parse_duration(t).filter(|d| !d.is_zero());
             if d.is_none() {
                 errors.push(source.error(
                     source.text.find(t).unwrap_or(0),
-                    "tcp_idle_timeout",
-                    format!("invalid duration \"{t}\""),
+                    key,
+                    format!("invalid duration \"{t}\" (expected e.g. \"10s\" or \"500ms\", more than zero)"),
                 ));
             }
             d
-        });
+        };
+        let tcp_idle_timeout = duration(raw.tcp_idle_timeout.as_deref(), "tcp_idle_timeout");
+        let admin_header_timeout =
+            duration(raw.admin_header_timeout.as_deref(), "admin_header_timeout");
+        let admin_request_timeout = duration(
+            raw.admin_request_timeout.as_deref(),
+            "admin_request_timeout",
+        );
         let probe_source = raw
             .probe_source
             .as_deref()
@@ -144,6 +162,18 @@ impl Settings {
         let cluster = raw
             .cluster
             .map(|c| cluster_settings(c, raw.identity.as_deref(), dir, &source, &mut errors));
+        for (key, value) in [
+            ("tcp_max_connections", raw.tcp_max_connections),
+            ("admin_max_connections", raw.admin_max_connections),
+        ] {
+            if value == Some(0) {
+                errors.push(source.error(
+                    source.text.find(key).unwrap_or(0),
+                    key,
+                    "must be at least 1".to_string(),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -162,10 +192,14 @@ impl Settings {
             admin_token_file: raw.admin_token_file.map(|t| dir.join(t)),
             state_dir: raw.state_dir.map(|s| dir.join(s)),
             tcp_max_connections: raw.tcp_max_connections,
+            tcp_max_connections_per_ip: raw.tcp_max_connections_per_ip,
             tcp_idle_timeout,
             udp_sockets: raw.udp_sockets,
             identity: raw.identity,
             version: raw.version,
+            admin_max_connections: raw.admin_max_connections,
+            admin_header_timeout,
+            admin_request_timeout,
         })
     }
 
@@ -719,6 +753,26 @@ pub struct Control {
     pub tenants: TenantIndex,
     /// The fleet link, when `[cluster]` is configured: writes go through etcd.
     pub fleet: Option<crate::fleet::Fleet>,
+    /// Every tenant change holds this shared while it runs; [`Control::stop_tenant_changes`]
+    /// takes it exclusively and sets it, so no change is acknowledged after the final
+    /// fold of the journals at shutdown.
+    tenant_writes: Arc<tokio::sync::RwLock<bool>>,
+}
+
+/// What a batch did, counted per change against the map as it was when the batch
+/// arrived: a tenant named twice counts twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Changes applied (all of them: a batch applies whole or not at all).
+    pub applied: usize,
+    /// Tenants that were not in the map.
+    pub added: usize,
+    /// Tenants moved to another shard.
+    pub moved: usize,
+    /// Tenants removed.
+    pub removed: usize,
+    /// Changes that changed nothing: the same shard, or removing an absent tenant.
+    pub unchanged: usize,
 }
 
 /// What a tenant change did: each tenant's shard before and after (`None`: absent).
@@ -798,6 +852,10 @@ impl Control {
         zone: &str,
         changes: Vec<(Box<str>, Option<Box<str>>)>,
     ) -> Result<Vec<TenantChange>, ControlError> {
+        let gate = self.tenant_writes.read().await;
+        if *gate {
+            return Err(ControlError::Closed);
+        }
         let zt = self.zone_tenants(zone)?;
         // Unknown shards are "not found" for the API; the store checks again, against
         // the shard list in force when it writes, in case a reload changed it.
@@ -834,15 +892,11 @@ impl Control {
                     ControlError::Invalid(format!("invalid tenant name {tenant:?}: {reason}"))
                 })?;
             }
-            fleet.change_tenants(&zt, &changes).await?;
+            let iter = changes.iter().map(|(t, s)| (&**t, s.as_deref()));
+            fleet.change_tenants(&zt, iter).await?;
             return Ok(outcome);
         }
-        let table = zt.store.apply_named(changes).await.map_err(|e| match e {
-            TenantStoreError::InvalidTenant { .. } => ControlError::Invalid(e.to_string()),
-            TenantStoreError::UnknownShardName { .. } => ControlError::NotFound(e.to_string()),
-            TenantStoreError::BatchTooLarge { .. } => ControlError::Invalid(e.to_string()),
-            other => ControlError::Storage(other.to_string()),
-        })?;
+        let table = zt.store.apply_named(changes).await.map_err(store_error)?;
         let (reply, rx) = oneshot::channel();
         let event = Event::Tenants {
             store: zt.store.clone(),
@@ -852,6 +906,83 @@ impl Control {
         self.events.send(event).map_err(|_| ControlError::Closed)?;
         rx.await.map_err(|_| ControlError::Closed)?;
         Ok(outcome)
+    }
+}
+
+impl Control {
+    /// Refuses tenant changes from now on, after waiting for those in flight to be
+    /// acknowledged or refused. Shutdown calls this before folding the journals, so
+    /// the map files then hold every acknowledged change.
+    pub async fn stop_tenant_changes(&self) {
+        *self.tenant_writes.write().await = true;
+    }
+}
+
+impl Control {
+    /// Applies a batch to `zone` atomically and durably, like
+    /// [`Control::change_tenants`], and answers with counts instead of each change, so
+    /// that a large batch costs memory in proportion to its size, not more.
+    pub async fn apply_batch(
+        &self,
+        zone: &str,
+        batch: TenantBatch,
+    ) -> Result<BatchOutcome, ControlError> {
+        let gate = self.tenant_writes.read().await;
+        if *gate {
+            return Err(ControlError::Closed);
+        }
+        let zt = self.zone_tenants(zone)?;
+        let mut known = Vec::with_capacity(batch.shard_names().len());
+        for name in batch.shard_names() {
+            let Some(idx) = zt.shards.idx(name) else {
+                return Err(ControlError::NotFound(format!(
+                    "unknown shard \"{name}\" in zone \"{}\" (known: {})",
+                    zt.zone,
+                    zt.shards.joined()
+                )));
+            };
+            known.push(idx);
+        }
+        let before = zt.store.current();
+        let mut outcome = BatchOutcome {
+            applied: batch.len(),
+            ..BatchOutcome::default()
+        };
+        for (tenant, shard) in batch.iter_indexed() {
+            let was = before.get(tenant);
+            let will = shard.and_then(|i| known.get(usize::from(i)).copied());
+            match (was, will) {
+                (None, Some(_)) => outcome.added += 1,
+                (Some(_), None) => outcome.removed += 1,
+                (Some(a), Some(b)) if a != b => outcome.moved += 1,
+                _ => outcome.unchanged += 1,
+            }
+        }
+        drop(before);
+        if let Some(fleet) = &self.fleet {
+            fleet.change_tenants(&zt, batch.iter()).await?;
+            return Ok(outcome);
+        }
+        let table = zt.store.apply_batch(batch).await.map_err(store_error)?;
+        let (reply, rx) = oneshot::channel();
+        let event = Event::Tenants {
+            store: zt.store.clone(),
+            table,
+            reply,
+        };
+        self.events.send(event).map_err(|_| ControlError::Closed)?;
+        rx.await.map_err(|_| ControlError::Closed)?;
+        Ok(outcome)
+    }
+}
+
+fn store_error(e: TenantStoreError) -> ControlError {
+    match e {
+        TenantStoreError::InvalidTenant { .. }
+        | TenantStoreError::BatchTooLarge { .. }
+        | TenantStoreError::Batch(_) => ControlError::Invalid(e.to_string()),
+        TenantStoreError::UnknownShardName { .. } => ControlError::NotFound(e.to_string()),
+        other => ControlError::Storage(other.to_string()),
     }
 }
 
@@ -923,6 +1054,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         overrides: shown_overrides,
         tenants: tenant_index,
         fleet: None,
+        tenant_writes: Arc::default(),
     })
 }
 

@@ -382,16 +382,33 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
     // Handlers first: a SIGHUP sent right after the `listening` lines must reload, not
     // take the default action (exit).
     let signals = Signals::install()?;
+    raise_fd_limit();
     let defaults = ServerOptions::default();
     let options = ServerOptions {
         udp_sockets: settings.udp_sockets.unwrap_or(defaults.udp_sockets),
         tcp_max_connections: settings
             .tcp_max_connections
             .unwrap_or(defaults.tcp_max_connections),
+        tcp_max_connections_per_ip: settings
+            .tcp_max_connections_per_ip
+            .unwrap_or(defaults.tcp_max_connections_per_ip),
         tcp_idle_timeout: settings
             .tcp_idle_timeout
             .unwrap_or(defaults.tcp_idle_timeout),
     };
+    let admin_defaults = geolb::admin::AdminLimits::default();
+    let admin_limits = geolb::admin::AdminLimits {
+        max_connections: settings
+            .admin_max_connections
+            .unwrap_or(admin_defaults.max_connections),
+        header_timeout: settings
+            .admin_header_timeout
+            .unwrap_or(admin_defaults.header_timeout),
+        request_timeout: settings
+            .admin_request_timeout
+            .unwrap_or(admin_defaults.request_timeout),
+    };
+    let tcp_registry = server::tcp::registry(&options);
     let mut bound = Vec::new();
     for addr in &settings.listen {
         let b = server::bind(*addr, &options)
@@ -424,7 +441,13 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         lines.push_str(&format!("listening admin {addr}\n"));
         tracing::info!(%addr, "admin API listening");
-        tokio::spawn(geolb::admin::serve(listener, token, control.clone()));
+        tokio::spawn(geolb::admin::serve(
+            listener,
+            token,
+            control.clone(),
+            admin_limits,
+            tcp_registry.stats.clone(),
+        ));
     }
     for b in bound {
         lines.push_str(&format!(
@@ -432,11 +455,25 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
             b.addr, b.addr
         ));
         tracing::info!(addr = %b.addr, "listening");
-        server::serve(b, control.shared.clone(), &options);
+        server::serve(b, control.shared.clone(), &options, &tcp_registry);
     }
     print_stdout(&lines);
     signals.wait(control).await
 }
+
+/// Raises the soft limit on open files to the hard limit, as knot and nginx do: every
+/// TCP and admin connection is a descriptor, and the usual soft limit (1024) is below
+/// what `tcp_max_connections` and `admin_max_connections` may ask for.
+#[cfg(target_os = "linux")]
+fn raise_fd_limit() {
+    match geolb::server::raise_nofile_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_fd_limit() {}
 
 /// Prints and flushes at once: tests and scripts wait for these lines.
 fn print_stdout(text: &str) {
@@ -490,8 +527,10 @@ async fn wait_for_signals(
         }
     }
     tracing::info!("shutting down");
-    // Every acknowledged tenant change is already in a journal; folding the journals
-    // into the map files now leaves files that show what was served.
+    // Every acknowledged tenant change is already in a journal. Refusing new changes
+    // first (after those in flight are answered), then folding the journals into the
+    // map files, leaves files that hold every acknowledged change.
+    control.stop_tenant_changes().await;
     let stores: Vec<_> = control
         .tenants
         .read()
@@ -499,7 +538,7 @@ async fn wait_for_signals(
         .unwrap_or_default();
     for zt in stores {
         let compacted =
-            tokio::time::timeout(std::time::Duration::from_secs(5), zt.store.compact_now()).await;
+            tokio::time::timeout(std::time::Duration::from_secs(30), zt.store.compact_now()).await;
         match compacted {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {

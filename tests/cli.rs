@@ -215,3 +215,34 @@ fn explain_says_what_a_client_gets_and_why() {
     assert_eq!(v["ecs_scope"], 24);
     assert_eq!(v["answer"][0], "www.example.test. 30 A 203.0.113.10");
 }
+
+#[test]
+fn connection_limits_in_geolb_toml_are_checked() {
+    let dir = TempDir::new("limits");
+    let config = dir.write(
+        "geolb.toml",
+        &format!(
+            "zones = [\"{}\"]\ntcp_max_connections = 0\ntcp_idle_timeout = \"0s\"\nadmin_request_timeout = \"soon\"\nadmin_header_timeout = \"5\"\n",
+            repo("zones").display()
+        ),
+    );
+    let (code, _, err) = geolb(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    for key in [
+        "tcp_max_connections: must be at least 1",
+        "tcp_idle_timeout: invalid duration \"0s\"",
+        "admin_request_timeout: invalid duration \"soon\"",
+        "admin_header_timeout: invalid duration \"5\"",
+    ] {
+        assert!(err.contains(key), "{key} not in {err}");
+    }
+    let config = dir.write(
+        "ok.toml",
+        &format!(
+            "zones = [\"{}\"]\ntcp_max_connections = 8\ntcp_max_connections_per_ip = 0\ntcp_idle_timeout = \"500ms\"\nadmin_max_connections = 4\nadmin_header_timeout = \"2s\"\nadmin_request_timeout = \"2m\"\n",
+            repo("zones").display()
+        ),
+    );
+    let (code, _, err) = geolb(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}

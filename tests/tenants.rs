@@ -264,7 +264,14 @@ fn a_batch_is_applied_as_one_change_and_delete_removes() {
     );
     assert_eq!(status, 200, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["changed"], 3);
+    // Counts, not an echo of every change.
+    assert_eq!(v["applied"], 3, "{text}");
+    assert_eq!(v["moved"], 1, "{text}");
+    assert_eq!(v["removed"], 1, "{text}");
+    assert_eq!(v["added"], 1, "{text}");
+    assert_eq!(v["unchanged"], 0, "{text}");
+    assert_eq!(v["changed"], 3, "{text}");
+    assert!(v.get("changes").is_none(), "{text}");
     assert_eq!(served_shard(&s, "acme").as_deref(), Some("s2"));
     assert_eq!(served_shard(&s, "globex"), None);
     assert_eq!(served_shard(&s, "initech").as_deref(), Some("s2"));

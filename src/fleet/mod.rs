@@ -283,10 +283,10 @@ impl Fleet {
     }
 
     /// Commits a batch of tenant changes to etcd and waits until this node serves it.
-    pub async fn change_tenants(
+    pub async fn change_tenants<'a>(
         &self,
         zt: &ZoneTenants,
-        changes: &[(Box<str>, Option<Box<str>>)],
+        changes: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
     ) -> Result<(), ControlError> {
         let inner = &self.inner;
         inner.require_connected()?;
@@ -417,7 +417,10 @@ pub fn render_view(view: &Value) -> String {
         text(&view["etcd_revision"]),
     ));
     if view["etcd_error"] != Value::Null {
-        out.push_str(&format!("cannot list nodes: {}\n", text(&view["etcd_error"])));
+        out.push_str(&format!(
+            "cannot list nodes: {}\n",
+            text(&view["etcd_error"])
+        ));
     }
     out.push_str(&format!(
         "\n{:<24} {:>10} {:>6}  {:<20} {:<10} {}\n",
@@ -1025,13 +1028,14 @@ async fn checkpoint(inner: &Inner, zone: &str) -> Result<(), String> {
         (log.checkpoint_mod, log.checkpoint_id.clone(), folded)
     };
     let table = zt.store.current();
-    let changes: Changes = table
-        .iter()
-        .filter_map(|(tenant, idx)| Some((tenant.into(), Some(zt.shards.name(idx)?.into()))))
-        .collect();
+    let text = encode_changes(
+        table
+            .iter()
+            .filter_map(|(tenant, idx)| Some((tenant, Some(zt.shards.name(idx)?)))),
+    );
     let id = new_id();
     let chunks = inner
-        .write_chunks(zone, "snap", &id, &encode_changes(&changes))
+        .write_chunks(zone, "snap", &id, &text)
         .await
         .map_err(|e| e.to_string())?;
     let key = inner.key(&format!("zones/{zone}/tenants/checkpoint"));
@@ -1088,7 +1092,7 @@ async fn checkpoint(inner: &Inner, zone: &str) -> Result<(), String> {
     tracing::info!(
         zone,
         revision = applied,
-        tenants = changes.len(),
+        tenants = table.len(),
         folded = folded.len(),
         "checkpointed the tenant log"
     );
@@ -1475,8 +1479,8 @@ fn override_name(state: Override) -> &'static str {
 
 /// Lines `tenant<TAB>shard`, or `tenant` alone for a removal. Tenant names cannot hold
 /// a tab or a newline, and shard names hold no control characters.
-fn encode_changes(changes: &[(Box<str>, Option<Box<str>>)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(changes.len() * 24);
+fn encode_changes<'a>(changes: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Vec<u8> {
+    let mut out = Vec::new();
     for (tenant, shard) in changes {
         out.extend_from_slice(tenant.as_bytes());
         if let Some(shard) = shard {
@@ -1509,11 +1513,9 @@ fn read_map(path: &Path, shards: &ShardNames) -> Result<Vec<u8>, String> {
             .collect::<Vec<_>>()
             .join("; ")
     })?;
-    let changes: Vec<(Box<str>, Option<Box<str>>)> = table
-        .iter()
-        .filter_map(|(tenant, idx)| Some((tenant.into(), Some(shards.name(idx)?.into()))))
-        .collect();
-    Ok(encode_changes(&changes))
+    Ok(encode_changes(table.iter().filter_map(|(tenant, idx)| {
+        Some((tenant, Some(shards.name(idx)?)))
+    })))
 }
 
 fn write_error(e: EtcdError) -> ControlError {
@@ -1602,7 +1604,8 @@ mod tests {
             ("gone".into(), None),
             ("b".into(), Some("shard with space".into())),
         ];
-        assert_eq!(decode_changes(&encode_changes(&changes)), changes);
+        let encoded = encode_changes(changes.iter().map(|(t, s)| (&**t, s.as_deref())));
+        assert_eq!(decode_changes(&encoded), changes);
     }
 
     #[test]

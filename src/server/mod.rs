@@ -2,9 +2,11 @@
 //! from `dns::respond`.
 //!
 //! Invariant: this module decides nothing about answers; it loads the snapshot once per
-//! message (once per received batch for UDP) and hands the bytes over. It owns socket options, the TCP connection limit
-//! and idle timeout, and the `listening` lines that tests and operators read.
+//! message (once per received batch for UDP) and hands the bytes over. It owns socket
+//! options, the TCP connection registry (`conns`: limits, eviction, idle timeouts),
+//! and the `listening` lines that tests and operators read.
 
+pub mod conns;
 #[cfg(target_os = "linux")]
 mod mmsg;
 pub mod tcp;
@@ -26,9 +28,13 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 pub struct ServerOptions {
     /// UDP sockets per address (SO_REUSEPORT), each served by its own OS thread.
     pub udp_sockets: usize,
-    /// Open TCP connections at most; further connections are closed at once.
+    /// Open TCP connections at most; when full, the longest-idle one is closed to
+    /// admit a new one.
     pub tcp_max_connections: usize,
-    /// A TCP connection with no complete query for this long is closed (RFC 7766 section 6.2.3).
+    /// Open TCP connections per IPv4 address or IPv6 /64 at most; 0: no cap.
+    pub tcp_max_connections_per_ip: usize,
+    /// A TCP connection with no answered query for this long is closed (RFC 7766
+    /// section 6.2.3); shorter while more than half of the connections are in use.
     pub tcp_idle_timeout: Duration,
 }
 
@@ -37,6 +43,7 @@ impl Default for ServerOptions {
         ServerOptions {
             udp_sockets: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tcp_max_connections: 1024,
+            tcp_max_connections_per_ip: 64,
             tcp_idle_timeout: Duration::from_secs(10),
         }
     }
@@ -77,10 +84,16 @@ pub fn bind(addr: SocketAddr, options: &ServerOptions) -> std::io::Result<Bound>
         .unwrap_or_else(|| std::io::Error::other("could not bind UDP and TCP on one port")))
 }
 
-/// Starts serving on bound sockets: a thread per UDP socket and a task for TCP. All of
-/// them run until the runtime stops: the UDP threads are told by a task whose drop (at
-/// runtime shutdown) sets their stop flag, and they exit within `udp::STOP_POLL`.
-pub fn serve(bound: Bound, snapshot: SharedSnapshot, options: &ServerOptions) {
+/// Starts serving on bound sockets: a thread per UDP socket and a task for TCP, whose
+/// connections count against `tcp` (shared by every address). All of them run until
+/// the runtime stops: the UDP threads are told by a task whose drop (at runtime
+/// shutdown) sets their stop flag, and they exit within `udp::STOP_POLL`.
+pub fn serve(
+    bound: Bound,
+    snapshot: SharedSnapshot,
+    options: &ServerOptions,
+    tcp: &Arc<conns::Registry>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let guard = StopOnDrop(stop.clone());
     tokio::spawn(async move {
@@ -97,7 +110,40 @@ pub fn serve(bound: Bound, snapshot: SharedSnapshot, options: &ServerOptions) {
             tracing::warn!(%error, "cannot start a udp thread");
         }
     }
-    tokio::spawn(tcp::serve(bound.tcp, snapshot, options.clone()));
+    tokio::spawn(tcp::serve(
+        bound.tcp,
+        snapshot,
+        tcp.clone(),
+        options.tcp_idle_timeout,
+    ));
+}
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit and
+/// returns both as they are afterwards (`u64::MAX`: unlimited). Every TCP and admin
+/// connection holds a descriptor; the common default soft limit of 1024 is less than
+/// the default `tcp_max_connections` plus `admin_max_connections` plus the sockets
+/// and files geolb holds anyway.
+#[cfg(target_os = "linux")]
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit cannot be the soft one for files (the kernel caps it
+    // at fs.nr_open, by default 2^20); ask for that default instead.
+    let target = limit.maximum.unwrap_or(1 << 20);
+    if limit.current.is_some_and(|soft| soft < target) {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(target),
+                maximum: limit.maximum,
+            },
+        )?;
+    }
+    let now = getrlimit(Resource::Nofile);
+    Ok((
+        now.current.unwrap_or(u64::MAX),
+        now.maximum.unwrap_or(u64::MAX),
+    ))
 }
 
 /// Sets the flag when dropped.

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::batch::{BatchError, TenantBatch};
 use super::map::{MapError, parse_map, write_map};
 use super::{ShardIdx, ShardNames, TenantNameError, TenantTable, validate_tenant_name};
 
@@ -100,6 +101,8 @@ pub enum TenantStoreError {
     },
     #[error("a batch of {changes} changes is too large for one journal record")]
     BatchTooLarge { changes: usize },
+    #[error("{0}")]
+    Batch(BatchError),
     #[error(
         "journal {} is unusable after an earlier write failure; restart to recover \
          (changes that failed may or may not have been saved)",
@@ -175,8 +178,8 @@ enum Msg {
         changes: Vec<Change>,
         reply: oneshot::Sender<Result<TenantTable, TenantStoreError>>,
     },
-    ApplyNamed {
-        changes: Vec<NamedChange>,
+    ApplyBatch {
+        batch: TenantBatch,
         reply: oneshot::Sender<Result<TenantTable, TenantStoreError>>,
     },
     CompactNow {
@@ -276,17 +279,24 @@ impl TenantStore {
         let journal_len = scanned.valid_len as u64;
         let mut records = VecDeque::with_capacity(scanned.records.len());
         let mut changes_in_journal = 0;
-        for (seq, (start, end, changes)) in (1u64..).zip(scanned.records) {
+        for (seq, (start, end, changes)) in (1u64..).zip(&scanned.records) {
+            let (start, end) = (*start, *end);
             changes_in_journal += changes.len();
             records.push_back(Record {
                 seq,
                 start,
                 end,
-                changes,
+                n_changes: changes.len(),
             });
         }
         let next_seq = records.back().map_or(1, |r| r.seq + 1);
-        let (changes, skipped) = resolve(records.iter().flat_map(|r| r.changes.iter()), shards);
+        let (changes, skipped) = resolve(
+            scanned
+                .records
+                .iter()
+                .flat_map(|(_, _, changes)| changes.iter()),
+            shards,
+        );
         warn_skipped(&journal_path, &skipped);
         let table = table.with_changes(&changes);
         if !records.is_empty() {
@@ -386,12 +396,20 @@ impl TenantStore {
         &self,
         changes: Vec<(Box<str>, Option<Box<str>>)>,
     ) -> Result<TenantTable, TenantStoreError> {
-        let mut changes = changes;
-        normalize_names(changes.iter_mut().map(|(name, _)| name))?;
-        if changes.is_empty() {
+        let mut batch = TenantBatch::with_capacity(changes.len(), 0);
+        for (tenant, shard) in &changes {
+            batch.push(tenant, shard.as_deref()).map_err(batch_error)?;
+        }
+        self.apply_batch(batch).await
+    }
+
+    /// Like [`TenantStore::apply_named`], for a batch already held compactly; this is
+    /// how a large batch stays within a small multiple of its text in memory.
+    pub async fn apply_batch(&self, batch: TenantBatch) -> Result<TenantTable, TenantStoreError> {
+        if batch.is_empty() {
             return Ok(self.current());
         }
-        self.ask(|reply| Msg::ApplyNamed { changes, reply }).await
+        self.ask(|reply| Msg::ApplyBatch { batch, reply }).await
     }
 
     /// Sends the writer a message carrying a reply channel and waits for the reply.
@@ -484,25 +502,56 @@ fn normalize_names<'a>(
     Ok(())
 }
 
-/// Resolves shard names against `shards`, failing on the first unknown one.
-fn resolve_named(
-    changes: Vec<NamedChange>,
+fn batch_error(e: BatchError) -> TenantStoreError {
+    match e {
+        BatchError::Tenant { name, reason } => TenantStoreError::InvalidTenant { name, reason },
+        other => TenantStoreError::Batch(other),
+    }
+}
+
+/// Resolves a batch's shard names against `shards`, failing on the first unknown one
+/// (named with the first tenant sent there).
+fn resolve_batch(
+    batch: &TenantBatch,
     shards: &ShardNames,
-) -> Result<Vec<Change>, TenantStoreError> {
-    changes
-        .into_iter()
-        .map(|(tenant, shard)| match shard {
-            None => Ok((tenant, None)),
-            Some(shard) => match shards.idx(&shard) {
-                Some(idx) => Ok((tenant, Some(idx))),
-                None => Err(TenantStoreError::UnknownShardName {
-                    tenant: tenant.to_string(),
-                    shard: shard.to_string(),
-                    known: shards.joined(),
-                }),
-            },
-        })
-        .collect()
+) -> Result<Vec<ShardIdx>, TenantStoreError> {
+    let mut out = Vec::with_capacity(batch.shard_names().len());
+    for (i, name) in batch.shard_names().iter().enumerate() {
+        let Some(idx) = shards.idx(name) else {
+            let tenant = batch
+                .iter_indexed()
+                .find(|(_, s)| s.map(usize::from) == Some(i))
+                .map_or("", |(t, _)| t);
+            return Err(TenantStoreError::UnknownShardName {
+                tenant: tenant.to_string(),
+                shard: name.to_string(),
+                known: shards.joined(),
+            });
+        };
+        out.push(idx);
+    }
+    Ok(out)
+}
+
+/// The batch of already normalized, index-based changes, with shards by name.
+fn batch_of(changes: &[Change], shards: &ShardNames) -> Result<TenantBatch, TenantStoreError> {
+    let bytes = changes.iter().map(|(n, _)| n.len()).sum();
+    let mut batch = TenantBatch::with_capacity(changes.len(), bytes);
+    for (name, shard) in changes {
+        let shard = match shard {
+            None => None,
+            Some(idx) => Some(
+                shards
+                    .name(*idx)
+                    .ok_or_else(|| TenantStoreError::UnknownShard {
+                        tenant: name.to_string(),
+                        idx: *idx,
+                    })?,
+            ),
+        };
+        batch.push(name, shard).map_err(batch_error)?;
+    }
+    Ok(batch)
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -614,39 +663,31 @@ fn warn_skipped(journal: &Path, skipped: &[String]) {
     }
 }
 
-/// Encodes a batch's entries (without the version byte) and its shard names.
-fn encode_changes(
-    changes: &[Change],
-    shards: &ShardNames,
-) -> Result<(Vec<u8>, Vec<NamedChange>), TenantStoreError> {
-    let mut out = Vec::with_capacity(changes.len() * 16);
-    let mut named = Vec::with_capacity(changes.len());
-    for (name, shard) in changes {
-        // Names were validated by `apply`, so they fit in the one-byte length.
+/// Appends a batch's entries (without the version byte) to `out`.
+fn encode_batch(batch: &TenantBatch, out: &mut Vec<u8>) {
+    for (name, shard) in batch.iter() {
+        // Names were validated when pushed, so they fit in the one-byte length;
+        // configured shard names are at most 255 bytes (and only configured ones get
+        // here, after `resolve_batch`).
         let name_len = name.len() as u8;
         match shard {
-            None => {
-                out.extend_from_slice(&[OP_DELETE, name_len]);
-                out.extend_from_slice(name.as_bytes());
-                named.push((name.clone(), None));
-            }
-            Some(idx) => {
-                let Some(shard) = shards.name(*idx) else {
-                    return Err(TenantStoreError::UnknownShard {
-                        tenant: name.to_string(),
-                        idx: *idx,
-                    });
-                };
-                out.extend_from_slice(&[OP_SET, name_len]);
-                out.extend_from_slice(name.as_bytes());
-                // ShardNames caps names at 255 bytes.
-                out.push(shard.len() as u8);
-                out.extend_from_slice(shard.as_bytes());
-                named.push((name.clone(), Some(shard.into())));
-            }
+            None => out.extend_from_slice(&[OP_DELETE, name_len]),
+            Some(_) => out.extend_from_slice(&[OP_SET, name_len]),
+        }
+        out.extend_from_slice(name.as_bytes());
+        if let Some(shard) = shard {
+            out.push(shard.len().min(255) as u8);
+            out.extend_from_slice(&shard.as_bytes()[..shard.len().min(255)]);
         }
     }
-    Ok((out, named))
+}
+
+/// The encoded size of a batch's entries.
+fn encoded_len(batch: &TenantBatch) -> usize {
+    batch
+        .iter()
+        .map(|(name, shard)| 2 + name.len() + shard.map_or(0, |s| 1 + s.len()))
+        .sum()
 }
 
 fn record_crc(payload: &[u8]) -> u32 {
@@ -657,12 +698,22 @@ fn record_crc(payload: &[u8]) -> u32 {
 }
 
 /// A complete record: header plus payload (which starts with the version byte).
+#[cfg(test)]
 fn encode_record(payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&record_crc(payload).to_le_bytes());
+    let mut out = vec![0; HEADER_LEN];
     out.extend_from_slice(payload);
+    seal_record(&mut out);
     out
+}
+
+/// Fills in the header of a record built in place: `HEADER_LEN` bytes of room, then
+/// the payload. Building in place keeps one copy of a large batch's record, not two.
+fn seal_record(record: &mut [u8]) {
+    let Some((header, payload)) = record.split_at_mut_checked(HEADER_LEN) else {
+        return;
+    };
+    header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&record_crc(payload).to_le_bytes());
 }
 
 /// The payload range of an intact record starting at `at`, if there is one.
@@ -756,12 +807,13 @@ fn scan_journal(bytes: &[u8]) -> Result<Scanned, (u64, String)> {
     })
 }
 
-/// A journal record that is not yet folded into the map file.
+/// A journal record that is not yet folded into the map file. Its changes stay in the
+/// file only (a reload reads them back), so a large batch costs no memory once written.
 struct Record {
     seq: u64,
     start: u64,
     end: u64,
-    changes: Vec<NamedChange>,
+    n_changes: usize,
 }
 
 struct CompactionOutcome {
@@ -781,7 +833,9 @@ struct InFlight {
 }
 
 struct ApplyRequest {
-    changes: Vec<Change>,
+    batch: TenantBatch,
+    /// The batch's shard names resolved against the writer's shard list.
+    shards: Vec<ShardIdx>,
     reply: oneshot::Sender<Result<TenantTable, TenantStoreError>>,
 }
 
@@ -850,21 +904,17 @@ impl Writer {
             let mut group = Vec::new();
             for msg in queued {
                 match msg {
-                    Msg::Apply { changes, reply } => group.push(ApplyRequest { changes, reply }),
-                    Msg::ApplyNamed { changes, reply } => {
-                        // Resolved against the shards in force now: a reload queued
-                        // before this message has already replaced them.
-                        match resolve_named(changes, &self.shards) {
-                            Ok(changes) => group.push(ApplyRequest { changes, reply }),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
+                    Msg::Apply { changes, reply } => match batch_of(&changes, &self.shards) {
+                        Ok(batch) => self.queue(&mut group, batch, reply),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
                         }
-                    }
+                    },
+                    Msg::ApplyBatch { batch, reply } => self.queue(&mut group, batch, reply),
                     other => {
                         self.commit(std::mem::take(&mut group));
                         match other {
-                            Msg::Apply { .. } | Msg::ApplyNamed { .. } => {}
+                            Msg::Apply { .. } | Msg::ApplyBatch { .. } => {}
                             Msg::CompactNow { reply } => self.compact_now(reply),
                             Msg::Reload {
                                 table,
@@ -882,6 +932,26 @@ impl Writer {
                 }
             }
             self.commit(group);
+        }
+    }
+
+    /// Resolves a batch's shards against the shards in force now (a reload queued
+    /// before it has already replaced them) and adds it to the group to commit.
+    fn queue(
+        &self,
+        group: &mut Vec<ApplyRequest>,
+        batch: TenantBatch,
+        reply: oneshot::Sender<Result<TenantTable, TenantStoreError>>,
+    ) {
+        match resolve_batch(&batch, &self.shards) {
+            Ok(shards) => group.push(ApplyRequest {
+                batch,
+                shards,
+                reply,
+            }),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
         }
     }
 
@@ -905,47 +975,55 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        let mut payload = vec![RECORD_VERSION];
+        let new_record = || {
+            let mut record = vec![0u8; HEADER_LEN];
+            record.push(RECORD_VERSION);
+            record
+        };
+        let mut record = new_record();
         let mut batch = Vec::new();
         for request in group {
-            match encode_changes(&request.changes, &self.shards) {
-                Err(e) => {
-                    let _ = request.reply.send(Err(e));
-                }
-                Ok((bytes, _)) if bytes.len() + 1 > MAX_PAYLOAD => {
-                    let changes = request.changes.len();
-                    let _ = request
-                        .reply
-                        .send(Err(TenantStoreError::BatchTooLarge { changes }));
-                }
-                Ok((bytes, named)) => {
-                    if payload.len() + bytes.len() > MAX_PAYLOAD {
-                        self.write_record(&payload, std::mem::take(&mut batch));
-                        payload.truncate(1);
-                    }
-                    payload.extend_from_slice(&bytes);
-                    batch.push((request, named));
-                }
+            let len = encoded_len(&request.batch);
+            if len + 1 > MAX_PAYLOAD {
+                let changes = request.batch.len();
+                let _ = request
+                    .reply
+                    .send(Err(TenantStoreError::BatchTooLarge { changes }));
+                continue;
             }
+            if record.len() - HEADER_LEN + len > MAX_PAYLOAD {
+                self.write_record(
+                    std::mem::replace(&mut record, new_record()),
+                    std::mem::take(&mut batch),
+                );
+            }
+            record.reserve_exact(len);
+            encode_batch(&request.batch, &mut record);
+            batch.push(request);
         }
         if !batch.is_empty() {
-            self.write_record(&payload, batch);
+            self.write_record(record, batch);
         }
     }
 
-    fn write_record(&mut self, payload: &[u8], batch: Vec<(ApplyRequest, Vec<NamedChange>)>) {
+    /// Writes `record` (header room, then the payload) and fsyncs it; then serves the
+    /// batches in it. The record's bytes are freed before the new table is built, so
+    /// a large batch never holds both at once.
+    fn write_record(&mut self, mut record: Vec<u8>, batch: Vec<ApplyRequest>) {
         if self.failed {
-            for (request, _) in batch {
+            for request in batch {
                 let _ = request.reply.send(Err(self.failed_error()));
             }
             return;
         }
-        let record = encode_record(payload);
+        seal_record(&mut record);
         let at = self.journal_len;
         let written = self
             .journal
             .write_all_at(&record, at)
             .map_err(io_err("cannot append to journal", &self.journal_path));
+        let record_len = record.len() as u64;
+        drop(record);
         if let Err(e) = written {
             // Cut off the partial append so the next record starts where the scan
             // expects it; if even that fails, the file's end is unknown.
@@ -958,7 +1036,7 @@ impl Writer {
                 self.failed = true;
             }
             tracing::error!(error = %e, "tenant change not saved");
-            for (request, _) in batch {
+            for request in batch {
                 let _ = request.reply.send(Err(e.clone()));
             }
             return;
@@ -969,33 +1047,34 @@ impl Writer {
             self.failed = true;
             let e = io_err("cannot fsync journal", &self.journal_path)(e);
             tracing::error!(error = %e, "tenant journal failed; changes are refused until restart");
-            for (request, _) in batch {
+            for request in batch {
                 let _ = request.reply.send(Err(e.clone()));
             }
             return;
         }
-        self.journal_len += record.len() as u64;
+        self.journal_len += record_len;
 
-        let mut changes = Vec::new();
-        let mut named_all = Vec::new();
-        let mut replies = Vec::with_capacity(batch.len());
-        for (mut request, named) in batch {
-            changes.append(&mut request.changes);
-            named_all.extend(named);
-            replies.push(request.reply);
-        }
-        let table = self.current.with_changes(&changes);
+        let n_changes: usize = batch.iter().map(|r| r.batch.len()).sum();
+        let table = self.current.with_changes_iter(batch.iter().flat_map(|r| {
+            r.batch.iter_indexed().map(|(name, shard)| {
+                (
+                    name,
+                    shard.and_then(|i| r.shards.get(usize::from(i)).copied()),
+                )
+            })
+        }));
         self.set_current(table.clone());
-        self.changes_in_journal += named_all.len();
+        self.changes_in_journal += n_changes;
         self.records.push_back(Record {
             seq: self.next_seq,
             start: at,
             end: self.journal_len,
-            changes: named_all,
+            n_changes,
         });
         self.next_seq += 1;
-        for reply in replies {
-            let _ = reply.send(Ok(table.clone()));
+        for request in batch {
+            drop(request.batch);
+            let _ = request.reply.send(Ok(table.clone()));
         }
         self.compact_at = Some(Instant::now() + self.options.compact_after_idle);
         if self.changes_in_journal >= self.options.compact_after_changes {
@@ -1170,7 +1249,7 @@ impl Writer {
                     r.start -= base;
                     r.end -= base;
                 }
-                self.changes_in_journal = self.records.iter().map(|r| r.changes.len()).sum();
+                self.changes_in_journal = self.records.iter().map(|r| r.n_changes).sum();
             }
             Err(e) => {
                 // The old journal still holds everything, which is correct, only longer.
@@ -1225,8 +1304,16 @@ impl Writer {
     }
 
     fn reload(&mut self, table: TenantTable, shards: ShardNames, map_id: FileId) -> TenantTable {
-        let (changes, skipped) =
-            resolve(self.records.iter().flat_map(|r| r.changes.iter()), &shards);
+        let pending = match self.pending_changes() {
+            Ok(pending) => pending,
+            Err(e) => {
+                // Serving the file without the acknowledged changes on top would undo
+                // them; keep serving what we have.
+                tracing::error!(error = %e, "cannot read the journal back; the tenant map was not reloaded");
+                return self.current.clone();
+            }
+        };
+        let (changes, skipped) = resolve(pending.iter(), &shards);
         warn_skipped(&self.journal_path, &skipped);
         if !changes.is_empty() {
             tracing::info!(
@@ -1252,6 +1339,33 @@ impl Writer {
             self.compact_at = Some(Instant::now() + self.options.compact_after_idle);
         }
         table
+    }
+}
+
+impl Writer {
+    /// The changes of the records not yet folded, read back from the journal file.
+    fn pending_changes(&self) -> Result<Vec<NamedChange>, TenantStoreError> {
+        let Some(first) = self.records.front() else {
+            return Ok(Vec::new());
+        };
+        let len = usize::try_from(self.journal_len - first.start).map_err(|_| {
+            io_err("journal too large", &self.journal_path)(io::Error::other("length"))
+        })?;
+        let mut bytes = vec![0u8; len];
+        self.journal
+            .read_exact_at(&mut bytes, first.start)
+            .map_err(io_err("cannot read journal", &self.journal_path))?;
+        let scanned =
+            scan_journal(&bytes).map_err(|(offset, reason)| TenantStoreError::CorruptJournal {
+                path: self.journal_path.clone(),
+                offset: offset + first.start,
+                reason,
+            })?;
+        Ok(scanned
+            .records
+            .into_iter()
+            .flat_map(|(_, _, changes)| changes)
+            .collect())
     }
 }
 
@@ -1321,9 +1435,14 @@ mod tests {
             (Box::from("acme"), Some(ShardIdx(1))),
             (Box::from("globex"), None),
         ];
-        let (bytes, named) = encode_changes(&changes, &shards).unwrap();
+        let batch = batch_of(&changes, &shards).unwrap();
         let mut payload = vec![RECORD_VERSION];
-        payload.extend_from_slice(&bytes);
+        encode_batch(&batch, &mut payload);
+        assert_eq!(payload.len(), 1 + encoded_len(&batch));
+        let named: Vec<NamedChange> = batch
+            .iter()
+            .map(|(n, s)| (Box::from(n), s.map(Box::from)))
+            .collect();
         let record = encode_record(&payload);
         let scanned = scan_journal(&record).unwrap();
         assert_eq!(scanned.valid_len, record.len());

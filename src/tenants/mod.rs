@@ -14,10 +14,12 @@
 use std::collections::HashMap;
 use std::fmt;
 
+pub mod batch;
 pub mod journal;
 pub mod map;
 pub mod table;
 
+pub use batch::{BatchError, TenantBatch};
 pub use journal::{TenantStore, TenantStoreError, TenantStoreOptions};
 pub use map::{MapError, parse_map, write_map};
 pub use table::TenantTable;

@@ -457,23 +457,33 @@ impl TenantTable {
     /// `None` removes it. Later changes to the same name win. The new table shares
     /// every bucket that no change touches with `self`, which stays unchanged.
     pub fn with_changes(&self, changes: &[(Box<str>, Option<ShardIdx>)]) -> TenantTable {
-        if changes.is_empty() {
-            return self.clone();
-        }
+        self.with_changes_iter(changes.iter().map(|(name, shard)| (&**name, *shard)))
+    }
+
+    /// [`TenantTable::with_changes`] over borrowed names, for callers that keep their
+    /// changes compactly (a [`super::TenantBatch`]). Scratch memory: 32 bytes per change.
+    pub fn with_changes_iter<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a str, Option<ShardIdx>)>,
+    ) -> TenantTable {
         // (split hash, order, name, change), sorted so that each bucket's changes are
         // contiguous, in the bucket's (key, name) order, with the latest change last.
-        let mut sorted: Vec<(u64, usize, &str, Option<ShardIdx>)> = changes
-            .iter()
-            .enumerate()
-            .map(|(order, (name, shard))| {
-                (
-                    hash_name::<false>(name.as_bytes()) >> 20,
-                    order,
-                    &**name,
-                    *shard,
-                )
-            })
-            .collect();
+        let changes = changes.into_iter();
+        let mut sorted: Vec<(u64, u32, &str, Option<ShardIdx>)> =
+            Vec::with_capacity(changes.size_hint().0);
+        // Orders past u32::MAX (far beyond any batch) would only blur the order among
+        // duplicates of one name.
+        sorted.extend(changes.enumerate().map(|(order, (name, shard))| {
+            (
+                hash_name::<false>(name.as_bytes()) >> 20,
+                order as u32,
+                name,
+                shard,
+            )
+        }));
+        if sorted.is_empty() {
+            return self.clone();
+        }
         sorted.sort_unstable_by(|a, b| (a.0, a.2, a.1).cmp(&(b.0, b.2, b.1)));
 
         let old = &self.inner;
@@ -558,7 +568,7 @@ impl TenantTable {
 /// tenants were removed and added.
 fn merge_bucket(
     old: &Bucket,
-    changes: &[(u64, usize, &str, Option<ShardIdx>)],
+    changes: &[(u64, u32, &str, Option<ShardIdx>)],
     empty: &Arc<Bucket>,
 ) -> (Arc<Bucket>, usize, usize) {
     let extra: usize = changes.iter().map(|c| c.2.len()).sum();
