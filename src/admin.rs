@@ -225,6 +225,7 @@ fn router(ctx: Ctx) -> Router {
             "/v1/zones/{zone}/tenants",
             get(tenant_summary).post(change_tenants),
         )
+        .route("/v1/zones/{zone}/tenant-map", get(tenant_map))
         .route("/v1/reload", post(reload))
         .route("/v1/explain", get(explain))
         .route("/metrics", get(metrics))
@@ -803,6 +804,31 @@ mod batch_json {
             Text.deserialize(d).map(Some)
         }
     }
+}
+
+/// The zone's tenants as served now, in the map file format (`geolb tenants export`).
+async fn tenant_map(State(ctx): State<Ctx>, Path(zone): Path<String>) -> Response {
+    let snapshot = ctx.control.shared.load();
+    let (z, sharding) = match sharded_zone(&snapshot, &zone) {
+        Ok(found) => found,
+        Err(response) => return *response,
+    };
+    let shards = match crate::tenants::ShardNames::new(&sharding.shard_names) {
+        Ok(shards) => shards,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let mut text = Vec::with_capacity(z.tenants.len() * 24);
+    if let Err(e) = crate::tenants::write_map(&mut text, &z.tenants, &shards) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// How many tenants the zone has, per shard.

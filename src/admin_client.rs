@@ -60,7 +60,47 @@ pub fn request(
     parse_response(&raw)
 }
 
+/// Like [`request`], for an answer that is not JSON: its status and body bytes.
+pub fn request_bytes(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to the admin API at {addr}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    head.push_str("Content-Length: 0\r\n\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| format!("cannot send the request to {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("cannot read the answer from {addr}: {e}"))?;
+    split_response(&raw)
+}
+
 fn parse_response(raw: &[u8]) -> Result<Reply, String> {
+    let (status, payload) = split_response(raw)?;
+    let body = if payload.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&payload).map_err(|e| {
+            format!("the admin API answered HTTP {status} with a body that is not JSON: {e}")
+        })?
+    };
+    Ok(Reply { status, body })
+}
+
+/// The status and the (de-chunked) body of a raw HTTP/1.1 response.
+fn split_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -84,14 +124,7 @@ fn parse_response(raw: &[u8]) -> Result<Reply, String> {
     } else {
         payload.to_vec()
     };
-    let body = if payload.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&payload).map_err(|e| {
-            format!("the admin API answered HTTP {status} with a body that is not JSON: {e}")
-        })?
-    };
-    Ok(Reply { status, body })
+    Ok((status, payload))
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {

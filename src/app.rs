@@ -795,7 +795,13 @@ impl Control {
             }])
         };
         self.events.send(Event::Reload(tx)).map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        let summary = rx.await.map_err(|_| closed())??;
+        if let Some(fleet) = &self.fleet {
+            // A zone the reload added has tenants in etcd (or a map to import) that
+            // the watch never delivered to it.
+            fleet.request_resync();
+        }
+        Ok(summary)
     }
 
     pub async fn set_override(

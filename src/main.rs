@@ -79,6 +79,21 @@ enum TenantsCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Apply every line of a tenant map file as one atomic batch (bulk moves, or a
+    /// fleet's map); the file is checked first and every bad line reported.
+    Import {
+        file: PathBuf,
+        /// Also remove the tenants the file does not list: the zone's map becomes the file.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Print the zone's tenant map as served now, in the map file format.
+    Export {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 #[derive(Args)]
@@ -151,6 +166,12 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
     use geolb::admin_client::request;
     use serde_json::json;
     let (target, method, tenant, body) = match &command {
+        TenantsCommand::Import {
+            file,
+            replace,
+            target,
+        } => return tenants_import(file, *replace, target),
+        TenantsCommand::Export { target } => return tenants_export(target),
         TenantsCommand::Get { tenant, target } => (target, "GET", tenant, None),
         TenantsCommand::Move {
             tenant,
@@ -168,32 +189,7 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
     let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
         request(addr, token.as_deref(), method, path, body, timeout)
     };
-    let zone = match &target.zone {
-        Some(zone) => zone.trim_end_matches('.').to_string(),
-        None => {
-            let reply = call("GET", "/v1/zones", None)?;
-            if reply.status != 200 {
-                return Err(reply.error_message());
-            }
-            let sharded: Vec<String> = reply.body["zones"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|z| z["sharding"].as_bool() == Some(true))
-                .filter_map(|z| z["zone"].as_str().map(str::to_string))
-                .collect();
-            match sharded.as_slice() {
-                [one] => one.clone(),
-                [] => return Err(format!("no zone served at {addr} has [sharding]")),
-                many => {
-                    return Err(format!(
-                        "several zones have tenants ({}): choose one with --zone",
-                        many.join(", ")
-                    ));
-                }
-            }
-        }
-    };
+    let zone = resolve_zone(target, addr, &call)?;
     let path = format!("/v1/zones/{zone}/tenants/{tenant}");
     let reply = call(method, &path, body.as_ref())?;
     if reply.status != 200 {
@@ -221,6 +217,8 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
             text("tenant"),
             text("previous")
         ),
+        // Answered above.
+        TenantsCommand::Import { .. } | TenantsCommand::Export { .. } => {}
     }
     Ok(())
 }
@@ -273,6 +271,140 @@ fn cluster_status(target: &AdminAddr, as_json: bool) -> Result<(), String> {
         return Ok(());
     }
     print!("{}", geolb::fleet::render_view(view));
+    Ok(())
+}
+
+/// One admin API request: method, path, JSON body.
+type AdminCall<'a> = dyn Fn(&str, &str, Option<&serde_json::Value>) -> Result<geolb::admin_client::Reply, String>
+    + 'a;
+
+/// The zone a tenants command is about: `--zone`, else the only sharded zone.
+fn resolve_zone(
+    target: &AdminTarget,
+    addr: SocketAddr,
+    call: &AdminCall,
+) -> Result<String, String> {
+    if let Some(zone) = &target.zone {
+        return Ok(zone.trim_end_matches('.').to_string());
+    }
+    let reply = call("GET", "/v1/zones", None)?;
+    if reply.status != 200 {
+        return Err(reply.error_message());
+    }
+    let sharded: Vec<String> = reply.body["zones"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|z| z["sharding"].as_bool() == Some(true))
+        .filter_map(|z| z["zone"].as_str().map(str::to_string))
+        .collect();
+    match sharded.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!("no zone served at {addr} has [sharding]")),
+        many => Err(format!(
+            "several zones have tenants ({}): choose one with --zone",
+            many.join(", ")
+        )),
+    }
+}
+
+fn tenants_export(target: &AdminTarget) -> Result<(), String> {
+    use geolb::admin_client::{request, request_bytes};
+    let (addr, token) = admin_endpoint(
+        target.admin,
+        target.token_file.as_ref(),
+        target.config.as_ref(),
+    )?;
+    let timeout = std::time::Duration::from_secs(300);
+    let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
+        request(addr, token.as_deref(), method, path, body, timeout)
+    };
+    let zone = resolve_zone(target, addr, &call)?;
+    let (status, body) = request_bytes(
+        addr,
+        token.as_deref(),
+        "GET",
+        &format!("/v1/zones/{zone}/tenant-map"),
+        timeout,
+    )?;
+    if status != 200 {
+        return Err(String::from_utf8_lossy(&body).into_owned());
+    }
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&body)
+        .map_err(|e| format!("cannot write the map: {e}"))
+}
+
+fn tenants_import(file: &PathBuf, replace: bool, target: &AdminTarget) -> Result<(), String> {
+    use geolb::admin_client::{request, request_bytes};
+    use geolb::tenants::{ShardNames, parse_map};
+    let (addr, token) = admin_endpoint(
+        target.admin,
+        target.token_file.as_ref(),
+        target.config.as_ref(),
+    )?;
+    let timeout = std::time::Duration::from_secs(300);
+    let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
+        request(addr, token.as_deref(), method, path, body, timeout)
+    };
+    let zone = resolve_zone(target, addr, &call)?;
+    let summary = call("GET", &format!("/v1/zones/{zone}/tenants"), None)?;
+    if summary.status != 200 {
+        return Err(summary.error_message());
+    }
+    let names: Vec<String> = summary.body["shards"]
+        .as_object()
+        .map(|shards| shards.keys().cloned().collect())
+        .unwrap_or_default();
+    let shards = ShardNames::new(&names).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let table = parse_map(file, &text, &shards).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("{} error(s):\n{}", lines.len(), lines.join("\n"))
+    })?;
+    let mut changes: Vec<serde_json::Value> = table
+        .iter()
+        .map(|(tenant, idx)| serde_json::json!({ "tenant": tenant, "shard": shards.name(idx) }))
+        .collect();
+    if replace {
+        let (status, body) = request_bytes(
+            addr,
+            token.as_deref(),
+            "GET",
+            &format!("/v1/zones/{zone}/tenant-map"),
+            timeout,
+        )?;
+        if status != 200 {
+            return Err(String::from_utf8_lossy(&body).into_owned());
+        }
+        let served = parse_map(
+            std::path::Path::new("(served map)"),
+            &String::from_utf8_lossy(&body),
+            &shards,
+        )
+        .map_err(|_| "cannot read the map the server returned".to_string())?;
+        for (tenant, _) in served.iter() {
+            if table.get(tenant).is_none() {
+                changes.push(serde_json::json!({ "tenant": tenant, "shard": null }));
+            }
+        }
+    }
+    let body = serde_json::json!({ "changes": changes });
+    let reply = call("POST", &format!("/v1/zones/{zone}/tenants"), Some(&body))?;
+    if reply.status != 200 {
+        return Err(reply.error_message());
+    }
+    let count = |key: &str| reply.body[key].as_u64().unwrap_or(0);
+    println!(
+        "{zone}: {} changes applied as one batch ({} added, {} moved, {} removed, {} unchanged)",
+        count("applied"),
+        count("added"),
+        count("moved"),
+        count("removed"),
+        count("unchanged")
+    );
     Ok(())
 }
 

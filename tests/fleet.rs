@@ -656,3 +656,156 @@ fn the_tenant_log_is_checkpointed_and_nodes_start_from_the_checkpoint() {
     });
     check(&b);
 }
+
+#[test]
+fn a_batch_larger_than_one_etcd_request_appears_at_once_on_every_node() {
+    if !etcd::available("a_batch_larger_than_one_etcd_request_appears_at_once_on_every_node") {
+        return;
+    }
+    let cluster = EtcdCluster::start(1);
+    let a_dir = NodeDir::new(&cluster, "a");
+    let b_dir = NodeDir::new(&cluster, "b");
+    let a = a_dir.start();
+    let b = b_dir.start();
+    wait_connected(&[&a, &b]);
+    const N: usize = 60_000;
+    let changes: Vec<String> = (0..N)
+        .map(|i| format!("{{\"tenant\": \"bulk-{i:06}\", \"shard\": \"eu\"}}"))
+        .collect();
+    let body = format!("{{\"changes\": [{}]}}", changes.join(","));
+
+    // A reader on b sees the zone's tenant count before and after, never between.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut seen = std::collections::BTreeSet::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                let (_, summary) = http(
+                    b.admin.unwrap(),
+                    "GET",
+                    "/v1/zones/example.test/tenants",
+                    None,
+                    None,
+                );
+                let summary: Value = serde_json::from_str(&summary).unwrap();
+                let count = summary["tenants"].as_u64().unwrap();
+                seen.insert(count);
+                if count as usize == N + 3 && stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+            }
+            seen
+        });
+        let (status, reply) = http(
+            a.admin.unwrap(),
+            "POST",
+            "/v1/zones/example.test/tenants",
+            Some(&body),
+            None,
+        );
+        assert_eq!(status, 200, "{reply}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap()
+    });
+    assert_eq!(
+        seen,
+        [3u64, (N + 3) as u64].into_iter().collect(),
+        "counts seen on b"
+    );
+    // It went through the staging path, not one request.
+    let entries = cluster.get_prefix("/geolb/zones/example.test/tenants/log/");
+    assert!(
+        entries
+            .iter()
+            .any(|(_, v)| v.starts_with("geolb-tenants-staged 1 ")),
+        "{entries:?}"
+    );
+    assert_eq!(shard_of(&b, "bulk-012345").as_deref(), Some("eu"));
+}
+
+fn geolb(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_export_and_cluster_status_from_the_command_line() {
+    if !etcd::available("import_export_and_cluster_status_from_the_command_line") {
+        return;
+    }
+    let cluster = EtcdCluster::start(1);
+    let a_dir = NodeDir::new(&cluster, "a");
+    let b_dir = NodeDir::new(&cluster, "b");
+    let a = a_dir.start();
+    let b = b_dir.start();
+    wait_connected(&[&a, &b]);
+    let a_admin = a.admin.unwrap().to_string();
+    let b_admin = b.admin.unwrap().to_string();
+
+    // A bad file is refused whole, every bad line named.
+    let bad = a_dir
+        .dir
+        .write("bad.toml", "x1 = \"eu\"\nx2 = \"nowhere\"\n-x3 = \"eu\"\n");
+    let (ok, _, err) = geolb(&[
+        "tenants",
+        "import",
+        bad.to_str().unwrap(),
+        "--admin",
+        &a_admin,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.toml:2") && err.contains("bad.toml:3"),
+        "{err}"
+    );
+
+    let file = a_dir
+        .dir
+        .write("bulk.toml", "acme = \"eu\"\nnewco = \"asia\"\n");
+    let (ok, out, err) = geolb(&[
+        "tenants",
+        "import",
+        file.to_str().unwrap(),
+        "--replace",
+        "--admin",
+        &a_admin,
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("added") && out.contains("removed"), "{out}");
+    poll("the import on b", || {
+        shard_of(&b, "newco").as_deref() == Some("asia")
+    });
+    let (ok, map, err) = geolb(&[
+        "tenants",
+        "export",
+        "--admin",
+        &b_admin,
+        "--zone",
+        "example.test",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = map
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert_eq!(lines, ["acme = \"eu\"", "newco = \"asia\""], "{map}");
+
+    let (ok, status, err) = geolb(&["cluster", "status", "--admin", &b_admin]);
+    assert!(ok, "{err}");
+    assert!(status.contains("node b: connected"), "{status}");
+    for node in ["a", "b"] {
+        assert!(
+            status.lines().any(|l| l.starts_with(&format!("{node} "))),
+            "{status}"
+        );
+    }
+    assert!(status.contains("healthy"), "{status}");
+}

@@ -225,6 +225,8 @@ struct Inner {
     /// Overrides as etcd has them, applied in full to the compiler on every change.
     overrides: tokio::sync::Mutex<Overrides>,
     shared_health: std::sync::Mutex<SharedHealth>,
+    /// Set by a reload: read etcd's whole state again.
+    resync: tokio::sync::Notify,
     /// Each zone's tenant log as the watch has it, for checkpoints.
     logs: std::sync::Mutex<HashMap<String, ZoneLog>>,
     /// The view last sent to the compiler.
@@ -264,6 +266,7 @@ impl Fleet {
                 crate::overrides::load(state_dir).unwrap_or_default(),
             ),
             shared_health: std::sync::Mutex::default(),
+            resync: tokio::sync::Notify::new(),
             logs: std::sync::Mutex::default(),
             sent_view: std::sync::Mutex::default(),
             settings,
@@ -272,6 +275,12 @@ impl Fleet {
         let _ = inner.events.send(Event::WatchHealth(verdicts_tx));
         tokio::spawn(run(Arc::clone(&inner), verdicts_rx));
         Ok(Fleet { inner })
+    }
+
+    /// Reads etcd's whole state again soon (after a reload, whose new zones the
+    /// watch has not served).
+    pub fn request_resync(&self) {
+        self.inner.resync.notify_one();
     }
 
     pub fn status(&self) -> Status {
@@ -757,6 +766,10 @@ async fn session_inner(
                     }
                     Err(e) => break Err(e),
                 }
+            }
+            () = inner.resync.notified() => {
+                tracing::info!("configuration reloaded; resyncing from etcd");
+                watch = resync(inner, &cluster_id).await?;
             }
             Some(verdict) = verdicts_rx.recv() => {
                 let (zone, site, health) = (verdict.zone.clone(), verdict.site.clone(), verdict.health);
