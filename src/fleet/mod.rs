@@ -87,6 +87,9 @@ pub struct Status {
     pub connected: bool,
     /// The etcd revision this node's shared state reflects.
     pub applied: i64,
+    /// The revision of the last tenant or override change applied (registry and
+    /// health keys move `applied` too, but are not changes an operator made).
+    pub changes: i64,
     pub last_error: Option<String>,
 }
 
@@ -249,6 +252,7 @@ impl Fleet {
         let applied = local.applied().map_or(0, |a| a.revision);
         let (status, _) = watch::channel(Status {
             connected: false,
+            changes: applied,
             applied,
             last_error: None,
         });
@@ -373,16 +377,19 @@ impl Fleet {
         let prefix = inner.key("nodes/");
         let (nodes, revision, error) = match inner.etcd.range_prefix(prefix.as_bytes(), 0).await {
             Ok(range) => {
-                let nodes: Vec<Value> = range
+                let mut nodes: Vec<Value> = range
                     .kvs
                     .iter()
                     .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
-                    .map(|mut node| {
-                        let applied = node.get("revision").and_then(Value::as_i64).unwrap_or(0);
-                        node["lag"] = json!(range.revision.saturating_sub(applied));
-                        node
-                    })
                     .collect();
+                // Lag: how far a node is behind the most advanced one, in revisions of
+                // tenant and override changes.
+                let revision_of =
+                    |n: &Value| n.get("revision").and_then(Value::as_i64).unwrap_or(0);
+                let newest = nodes.iter().map(revision_of).max().unwrap_or(0);
+                for node in &mut nodes {
+                    node["lag"] = json!(newest.saturating_sub(revision_of(node)));
+                }
                 (nodes, range.revision, None)
             }
             Err(e) => (Vec::new(), 0, Some(e.to_string())),
@@ -732,7 +739,7 @@ async fn session_inner(
     let node_key = inner.key(&format!("nodes/{}", inner.settings.node));
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut keepalive = tokio::time::interval(Duration::from_secs((lease_ttl / 3).max(1) as u64));
-    let mut registered_at = inner.status.borrow().applied;
+    let mut registered_at = inner.status.borrow().changes;
     let result = loop {
         tokio::select! {
             batch = watch.next() => {
@@ -758,10 +765,12 @@ async fn session_inner(
                         break Err(EtcdError::Server("the node's lease expired".into()));
                     }
                     Ok(_) => {
-                        let applied = inner.status.borrow().applied;
-                        if applied != registered_at {
+                        // Only operators' changes update the entry: registry and
+                        // health writes would otherwise keep every node rewriting it.
+                        let changes = inner.status.borrow().changes;
+                        if changes != registered_at {
                             register(inner, lease).await?;
-                            registered_at = applied;
+                            registered_at = changes;
                         }
                     }
                     Err(e) => break Err(e),
@@ -827,7 +836,7 @@ async fn register(inner: &Inner, lease: i64) -> Result<(), EtcdError> {
         "node": inner.settings.node,
         "version": env!("CARGO_PKG_VERSION"),
         "config_digest": inner.config_digest,
-        "revision": inner.status.borrow().applied,
+        "revision": inner.status.borrow().changes,
         "started": inner.started,
     });
     let key = inner.key(&format!("nodes/{}", inner.settings.node));
@@ -899,6 +908,7 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
     }
     apply_overrides(inner, overrides).await?;
     finish_revision(inner, cluster_id, revision).await?;
+    inner.set_status(|s| s.changes = s.changes.max(revision));
     inner
         .etcd
         .watch(
@@ -1279,7 +1289,21 @@ async fn apply_batch(
     if health_changed {
         inner.send_health_view();
     }
+    let changes = batch
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(
+                parse_key(&inner.prefix, &e.kv.key),
+                Some(Key::Log { .. } | Key::Override { .. } | Key::Checkpoint { .. })
+            )
+        })
+        .map(|e| e.kv.mod_revision)
+        .max();
     finish_revision(inner, cluster_id, last).await?;
+    if let Some(changes) = changes {
+        inner.set_status(|s| s.changes = s.changes.max(changes));
+    }
     checkpoint_if_due(inner).await;
     Ok(())
 }
