@@ -5,7 +5,7 @@
 //! `GEOLB_REQUIRE_ETCD=1` (set by `.ci/run`), which makes its absence a failure.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,12 +54,20 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    /// Addresses every member also serves clients on (same port as on loopback).
+    also: Vec<IpAddr>,
     _dir: TempDir,
 }
 
 impl EtcdCluster {
     /// Starts `n` members and waits until the cluster has a leader.
     pub fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_also_on(n, &[])
+    }
+
+    /// `start`, with every member also serving clients on each of `also` (addresses
+    /// that must exist on this host), on the same port as on loopback.
+    pub fn start_also_on(n: usize, also: &[IpAddr]) -> EtcdCluster {
         let dir = TempDir::new("etcd");
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -80,6 +88,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token: format!("geolb-test-{}", dir.0.display()),
+            also: also.to_vec(),
             _dir: dir,
         };
         for i in 0..n {
@@ -92,13 +101,20 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let m = &mut self.members[i];
         let log = std::fs::File::create(&m.log).expect("etcd log file");
+        let mut listen = format!("http://{}", m.client);
+        for ip in &self.also {
+            listen.push_str(&format!(
+                ",http://{}",
+                SocketAddr::new(*ip, m.client.port())
+            ));
+        }
         let child = Command::new("etcd")
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
             .arg(&m.data)
             .arg("--listen-client-urls")
-            .arg(format!("http://{}", m.client))
+            .arg(listen)
             .arg("--advertise-client-urls")
             .arg(format!("http://{}", m.client))
             .arg("--listen-peer-urls")
@@ -129,6 +145,26 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("http://{}", m.client))
             .collect()
+    }
+
+    /// The client URLs of every member on `ip`, one of the addresses given to
+    /// `start_also_on`.
+    pub fn endpoints_on(&self, ip: IpAddr) -> Vec<String> {
+        assert!(self.also.contains(&ip), "etcd does not listen on {ip}");
+        self.members
+            .iter()
+            .map(|m| format!("http://{}", SocketAddr::new(ip, m.client.port())))
+            .collect()
+    }
+
+    /// `etcd = [...]` for a geolb.toml that reaches etcd on `ip`.
+    pub fn toml_endpoints_on(&self, ip: IpAddr) -> String {
+        let list: Vec<String> = self
+            .endpoints_on(ip)
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect();
+        format!("[{}]", list.join(", "))
     }
 
     /// `etcd = [...]` for a geolb.toml.

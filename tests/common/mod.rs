@@ -56,6 +56,26 @@ impl TestServer {
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(args);
+        TestServer::spawn(cmd, args, rust_log)
+    }
+
+    /// `PREFIX... geolb serve --listen LISTEN ARGS...`: geolb run by another program,
+    /// e.g. `ip netns exec NS` (which must exec geolb, so that the child's PID is
+    /// geolb's), listening on `listen` instead of 127.0.0.1:0.
+    pub fn start_wrapped(prefix: &[&str], listen: &str, args: &[&str]) -> TestServer {
+        let (program, before) = prefix.split_first().expect("a program to run geolb with");
+        let mut cmd = Command::new(program);
+        cmd.args(before)
+            .arg(env!("CARGO_BIN_EXE_geolb"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(listen)
+            .args(args);
+        TestServer::spawn(cmd, args, Some("info,geolb=debug"))
+    }
+
+    /// Runs `cmd` (a `geolb serve` with `args`) and waits for its `listening` lines.
+    fn spawn(mut cmd: Command, args: &[&str], rust_log: Option<&str>) -> TestServer {
         match rust_log {
             Some(filter) => cmd.env("RUST_LOG", filter),
             None => cmd.env_remove("RUST_LOG"),
