@@ -13,6 +13,13 @@ use etcd::EtcdCluster;
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
+/// Fleet tests run one at a time: each starts etcd members and several nodes, and
+/// on a two-core machine running them side by side only makes every deadline tighter.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A node's files: the example zones, a geolb.toml with `[cluster]`, a state directory.
 struct NodeDir {
     dir: TempDir,
@@ -36,7 +43,7 @@ impl NodeDir {
         dir.write(
             "geolb.toml",
             &format!(
-                "state_dir = \"state\"\n[cluster]\netcd = {}\nnode = \"{name}\"\ntimeout = \"1s\"\n{cluster_extra}\n",
+                "state_dir = \"state\"\n[cluster]\netcd = {}\nnode = \"{name}\"\n{cluster_extra}\n",
                 etcd.toml_endpoints()
             ),
         );
@@ -51,7 +58,7 @@ impl NodeDir {
         dir.write(
             "geolb.toml",
             &format!(
-                "state_dir = \"state\"\n{extra}\n[cluster]\netcd = {}\nnode = \"{name}\"\ntimeout = \"1s\"\nlease = \"2s\"\n",
+                "state_dir = \"state\"\n{extra}\n[cluster]\netcd = {}\nnode = \"{name}\"\nlease = \"2s\"\n",
                 etcd.toml_endpoints()
             ),
         );
@@ -137,6 +144,7 @@ fn a_move_and_a_drain_reach_every_node() {
     if !etcd::available("a_move_and_a_drain_reach_every_node") {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let dirs: Vec<NodeDir> = ["ns1", "ns2", "ns3"]
         .iter()
@@ -197,6 +205,7 @@ fn writes_go_on_with_one_etcd_member_down() {
     if !etcd::available("writes_go_on_with_one_etcd_member_down") {
         return;
     }
+    let _serial = serial();
     let mut cluster = EtcdCluster::start(3);
     let a_dir = NodeDir::new(&cluster, "a");
     let b_dir = NodeDir::new(&cluster, "b");
@@ -219,9 +228,11 @@ fn without_quorum_writes_are_refused_and_answers_go_on() {
     if !etcd::available("without_quorum_writes_are_refused_and_answers_go_on") {
         return;
     }
+    let _serial = serial();
     let mut cluster = EtcdCluster::start(3);
-    let a_dir = NodeDir::new(&cluster, "a");
-    let b_dir = NodeDir::new(&cluster, "b");
+    // A short deadline: losing the quorum shows within about a second.
+    let a_dir = NodeDir::with_cluster(&cluster, "a", "timeout = \"1s\"");
+    let b_dir = NodeDir::with_cluster(&cluster, "b", "timeout = \"1s\"");
     let a = a_dir.start();
     let b = b_dir.start();
     wait_connected(&[&a, &b]);
@@ -259,6 +270,7 @@ fn an_acknowledged_move_survives_a_crash_and_a_restart_without_etcd() {
     if !etcd::available("an_acknowledged_move_survives_a_crash_and_a_restart_without_etcd") {
         return;
     }
+    let _serial = serial();
     let mut cluster = EtcdCluster::start(1);
     let dir = NodeDir::new(&cluster, "a");
     let mut a = dir.start();
@@ -285,6 +297,7 @@ fn a_node_behind_a_compaction_resyncs_in_full() {
     if !etcd::available("a_node_behind_a_compaction_resyncs_in_full") {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let a_dir = NodeDir::new(&cluster, "a");
     let b_dir = NodeDir::new(&cluster, "b");
@@ -325,6 +338,7 @@ fn nodes_racing_at_first_start_import_the_map_once() {
     if !etcd::available("nodes_racing_at_first_start_import_the_map_once") {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let dirs: Vec<NodeDir> = (0..3)
         .map(|i| NodeDir::new(&cluster, &format!("n{i}")))
@@ -441,6 +455,7 @@ fn majority_health_holds_when_one_node_sees_a_site_down_and_local_health_does_no
     ) {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let backend = Probed::start();
     let zone = health_zone(backend.addr.port(), "");
@@ -522,6 +537,7 @@ fn with_one_prober_exactly_one_node_probes_and_another_takes_over() {
     if !etcd::available("with_one_prober_exactly_one_node_probes_and_another_takes_over") {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let backend = Probed::start();
     let zone = health_zone(backend.addr.port(), "probers = 1\n");
@@ -602,6 +618,7 @@ fn the_tenant_log_is_checkpointed_and_nodes_start_from_the_checkpoint() {
     if !etcd::available("the_tenant_log_is_checkpointed_and_nodes_start_from_the_checkpoint") {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let extra = "checkpoint_every = 5";
     let a_dir = NodeDir::with_cluster(&cluster, "a", extra);
@@ -662,6 +679,7 @@ fn a_batch_larger_than_one_etcd_request_appears_at_once_on_every_node() {
     if !etcd::available("a_batch_larger_than_one_etcd_request_appears_at_once_on_every_node") {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let a_dir = NodeDir::new(&cluster, "a");
     let b_dir = NodeDir::new(&cluster, "b");
@@ -741,6 +759,7 @@ fn import_export_and_cluster_status_from_the_command_line() {
     if !etcd::available("import_export_and_cluster_status_from_the_command_line") {
         return;
     }
+    let _serial = serial();
     let cluster = EtcdCluster::start(1);
     let a_dir = NodeDir::new(&cluster, "a");
     let b_dir = NodeDir::new(&cluster, "b");

@@ -692,14 +692,21 @@ async fn session_inner(
         .filter(|a| a.cluster_id == cluster_id && a.prefix == inner.prefix);
     let mut watch = match local {
         Some(applied) => {
-            let watched = inner
-                .etcd
-                .watch(
-                    root.as_bytes(),
-                    &etcd::prefix_end(root.as_bytes()),
-                    applied.revision + 1,
-                )
-                .await;
+            // The registry, verdicts and tenant logs as of the local copy's revision,
+            // then every change since from the watch.
+            let watched = match load_bookkeeping(inner, applied.revision).await {
+                Ok(()) => {
+                    inner
+                        .etcd
+                        .watch(
+                            root.as_bytes(),
+                            &etcd::prefix_end(root.as_bytes()),
+                            applied.revision + 1,
+                        )
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match watched {
                 Ok(watch) => {
                     tracing::info!(
@@ -864,24 +871,7 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
             zones.insert(zone);
         }
     }
-    let mut health_keys = Vec::new();
-    for prefix in ["nodes/", "health/"] {
-        let range = inner
-            .etcd
-            .range_prefix(inner.key(prefix).as_bytes(), revision)
-            .await?;
-        for kv in range.kvs {
-            if let Some(key) = parse_key(&inner.prefix, &kv.key) {
-                health_keys.push((key, kv.value));
-            }
-        }
-    }
-    if let Ok(mut shared) = inner.shared_health.lock() {
-        *shared = SharedHealth::default();
-    }
-    for (key, value) in &health_keys {
-        inner.note_health_key(key, false, value);
-    }
+    load_health(inner, revision).await?;
     let mut overrides = Overrides::new();
     for zone in zones {
         let prefix = inner.key(&format!("zones/{zone}/overrides/"));
@@ -917,6 +907,74 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
             revision + 1,
         )
         .await
+}
+
+/// Reads the registry and every verdict as of `revision` into the shared health.
+async fn load_health(inner: &Inner, revision: i64) -> Result<(), EtcdError> {
+    let mut health_keys = Vec::new();
+    for prefix in ["nodes/", "health/"] {
+        let range = inner
+            .etcd
+            .range_prefix(inner.key(prefix).as_bytes(), revision)
+            .await?;
+        for kv in range.kvs {
+            if let Some(key) = parse_key(&inner.prefix, &kv.key) {
+                health_keys.push((key, kv.value));
+            }
+        }
+    }
+    if let Ok(mut shared) = inner.shared_health.lock() {
+        *shared = SharedHealth::default();
+    }
+    for (key, value) in &health_keys {
+        inner.note_health_key(key, false, value);
+    }
+    Ok(())
+}
+
+/// Before catching up from `revision`: the shared health and each served zone's log
+/// bookkeeping (entries and checkpoint) as of that revision, which the watch then
+/// carries forward.
+async fn load_bookkeeping(inner: &Inner, revision: i64) -> Result<(), EtcdError> {
+    load_health(inner, revision).await?;
+    let zones: Vec<String> = inner
+        .tenants
+        .read()
+        .map(|i| i.keys().cloned().collect())
+        .unwrap_or_default();
+    for zone in zones {
+        let mut log = ZoneLog::default();
+        let checkpoint_key = inner.key(&format!("zones/{zone}/tenants/checkpoint"));
+        let checkpoint = inner
+            .etcd
+            .range(checkpoint_key.as_bytes(), None, revision, 1)
+            .await?;
+        let mut covered = 0;
+        if let Some(kv) = checkpoint.kvs.first()
+            && let Some(parsed) = parse_checkpoint(&kv.value)
+        {
+            covered = parsed.revision;
+            log.checkpoint_mod = kv.mod_revision;
+            log.checkpoint_id = Some(parsed.id);
+        }
+        let prefix = inner.key(&format!("zones/{zone}/tenants/log/"));
+        for kv in inner
+            .etcd
+            .keys_prefix(prefix.as_bytes(), revision)
+            .await?
+            .kvs
+        {
+            if kv.create_revision > covered
+                && let Some(Key::Log { id, .. }) = parse_key(&inner.prefix, &kv.key)
+            {
+                log.entries.insert(kv.create_revision, id);
+            }
+        }
+        if let Ok(mut logs) = inner.logs.lock() {
+            logs.insert(zone, log);
+        }
+    }
+    Ok(())
 }
 
 /// Makes a zone's local copy equal to etcd's state at `revision`: the checkpoint's
@@ -1230,7 +1288,8 @@ async fn apply_batch(
                         log.entries.insert(event.kv.create_revision, id);
                     }
                 }
-                if !event.deleted {
+                let served = inner.tenants.read().is_ok_and(|i| i.contains_key(&zone));
+                if !event.deleted && served {
                     let changes =
                         entry_changes(inner, &zone, &event.kv, event.kv.mod_revision).await?;
                     tenant_changes.entry(zone).or_default().extend(changes);
