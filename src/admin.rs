@@ -613,6 +613,16 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         "Tenant change batches applied through the admin API.",
         stats.tenant_changes.load(Ordering::Relaxed),
     );
+    counter(
+        "geolb_rrl_limited_total",
+        "UDP replies dropped by response rate limiting.",
+        stats.rrl.limited(),
+    );
+    counter(
+        "geolb_rrl_slipped_total",
+        "UDP replies sent as empty truncated (TC=1) replies by response rate limiting.",
+        stats.rrl.slipped(),
+    );
     out.push_str(
         "# HELP geolb_tenants Tenants in a zone's tenant map.\n# TYPE geolb_tenants gauge\n",
     );

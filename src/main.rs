@@ -304,7 +304,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
     // take the default action (exit).
     let signals = Signals::install()?;
     let defaults = ServerOptions::default();
-    let options = ServerOptions {
+    let mut options = ServerOptions {
         udp_sockets: settings.udp_sockets.unwrap_or(defaults.udp_sockets),
         tcp_max_connections: settings
             .tcp_max_connections
@@ -312,6 +312,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         tcp_idle_timeout: settings
             .tcp_idle_timeout
             .unwrap_or(defaults.tcp_idle_timeout),
+        rate_limit: None,
     };
     let mut bound = Vec::new();
     for addr in &settings.listen {
@@ -327,6 +328,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
     };
     let control = app::start(settings.clone(), loaded)?;
     tracing::info!(zones = n_zones, names = n_names, "zones loaded");
+    options.rate_limit = rate_limiting(&settings.rate_limit, &control);
     let mut lines = String::new();
     if let Some((listener, token)) = admin {
         let addr = listener.local_addr()?;
@@ -344,6 +346,30 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
     }
     print_stdout(&lines);
     signals.wait(control).await
+}
+
+/// The UDP rate limit, logged once; `None` when it is off.
+fn rate_limiting(
+    config: &geolb::rrl::RateLimit,
+    control: &app::Control,
+) -> Option<server::RateLimiting> {
+    if !config.enabled() {
+        tracing::info!("response rate limiting off");
+        return None;
+    }
+    let exempt: Vec<String> = config.exempt.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        responses_per_second = config.responses_per_second,
+        slip = config.slip,
+        ipv4_prefix = config.ipv4_prefix,
+        ipv6_prefix = config.ipv6_prefix,
+        exempt = %exempt.join(" "),
+        "response rate limiting on (udp)"
+    );
+    Some(server::RateLimiting {
+        config: std::sync::Arc::new(config.clone()),
+        counters: control.stats.rrl.clone(),
+    })
 }
 
 /// Prints and flushes at once: tests and scripts wait for these lines.

@@ -3,7 +3,8 @@
 //!
 //! Invariant: this module decides nothing about answers; it loads the snapshot once per
 //! message (once per received batch for UDP) and hands the bytes over. It owns socket options, the TCP connection limit
-//! and idle timeout, and the `listening` lines that tests and operators read.
+//! and idle timeout, and the `listening` lines that tests and operators read. UDP
+//! replies pass through each thread's own `rrl::Limiter`; TCP replies never do.
 
 #[cfg(target_os = "linux")]
 mod mmsg;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::rrl::{Counters, RateLimit};
 use crate::snapshot::Snapshot;
 
 /// Shared, swappable view that every front end reads.
@@ -30,6 +32,16 @@ pub struct ServerOptions {
     pub tcp_max_connections: usize,
     /// A TCP connection with no complete query for this long is closed (RFC 7766 section 6.2.3).
     pub tcp_idle_timeout: Duration,
+    /// Response rate limiting of UDP replies (`None`: off); TCP is never limited.
+    pub rate_limit: Option<RateLimiting>,
+}
+
+/// The rate limit every UDP thread applies with its own table, and the counters they
+/// add to.
+#[derive(Clone, Debug)]
+pub struct RateLimiting {
+    pub config: Arc<RateLimit>,
+    pub counters: Arc<Counters>,
 }
 
 impl Default for ServerOptions {
@@ -38,6 +50,7 @@ impl Default for ServerOptions {
             udp_sockets: std::thread::available_parallelism().map_or(2, |n| n.get()),
             tcp_max_connections: 1024,
             tcp_idle_timeout: Duration::from_secs(10),
+            rate_limit: None,
         }
     }
 }
@@ -90,9 +103,10 @@ pub fn serve(bound: Bound, snapshot: SharedSnapshot, options: &ServerOptions) {
     for (i, socket) in bound.udp.into_iter().enumerate() {
         let snapshot = snapshot.clone();
         let stop = stop.clone();
+        let rate_limit = options.rate_limit.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("udp-{}-{i}", bound.addr.port()))
-            .spawn(move || udp::serve(socket, snapshot, stop));
+            .spawn(move || udp::serve(socket, snapshot, stop, rate_limit));
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot start a udp thread");
         }
