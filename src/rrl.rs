@@ -487,46 +487,58 @@ fn read_ecs(rdata: &[u8]) -> Option<(u64, u64)> {
     None
 }
 
-/// Hashes the name at `pos` in `reply`, lower-cased, following compression pointers.
+/// Hashes the name at `pos` in `reply`, lower-cased, label by label (so that however
+/// it was compressed, one name hashes alike), following compression pointers.
 fn hash_name(h: &mut Hasher, reply: &[u8], mut pos: usize) {
-    let mut buf = [0u8; 256];
-    let mut len = 0;
     // Pointers only go backwards in our replies; the bound makes any loop end.
     for _ in 0..128 {
-        let Some(&label) = reply.get(pos) else {
-            break;
+        let Some(&len) = reply.get(pos) else {
+            return;
         };
-        if label & 0xc0 == 0xc0 {
+        if len & 0xc0 == 0xc0 {
             let Some(&low) = reply.get(pos + 1) else {
-                break;
+                return;
             };
-            pos = usize::from(u16::from_be_bytes([label & 0x3f, low]));
+            pos = usize::from(u16::from_be_bytes([len & 0x3f, low]));
             continue;
         }
-        let n = 1 + usize::from(label);
-        let (Some(src), Some(dst)) = (reply.get(pos..pos + n), buf.get_mut(len..len + n)) else {
-            break;
-        };
-        dst.copy_from_slice(src);
-        len += n;
-        if label == 0 {
-            break;
+        let end = pos + 1 + usize::from(len);
+        if end > reply.len() {
+            return;
         }
-        pos += n;
+        // The label with its length byte, eight bytes at a time, the last zero-padded.
+        let n = end - pos;
+        let mut at = 0;
+        while at < n {
+            h.word(lower8(label_word(reply, pos + at, n - at)));
+            at += 8;
+        }
+        if len == 0 {
+            return;
+        }
+        pos = end;
     }
-    let name = buf.get(..len).unwrap_or(&[]);
-    let mut chunks = name.chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        h.word(lower8(u64::from_le_bytes(word)));
+}
+
+/// The `want` (at most eight, more count as eight) bytes at `at` as a little-endian word,
+/// zero-padded: one unaligned load where the buffer goes on past them (a name is always
+/// followed by more of the message), as assembling them in a stack buffer and reading
+/// that back as a word stalls on store forwarding.
+fn label_word(bytes: &[u8], at: usize, want: usize) -> u64 {
+    if let Some(word) = bytes.get(at..at + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let word = u64::from_le_bytes(w);
+        return match want {
+            8.. => word,
+            n => word & ((1u64 << (8 * n)) - 1),
+        };
     }
-    let rest = chunks.remainder();
-    let mut word = [0u8; 8];
-    if let Some(head) = word.get_mut(..rest.len()) {
-        head.copy_from_slice(rest);
+    let mut word = 0;
+    for (i, &b) in bytes.iter().skip(at).take(want.min(8)).enumerate() {
+        word |= u64::from(b) << (8 * i);
     }
-    h.word(lower8(u64::from_le_bytes(word)) ^ ((len as u64) << 56));
+    word
 }
 
 /// The eight bytes of `x` with ASCII capitals lower-cased (length bytes and other
@@ -792,6 +804,24 @@ mod tests {
     }
 
     #[test]
+    fn label_words_are_zero_padded_anywhere_in_the_buffer() {
+        let bytes: Vec<u8> = (1..=20).collect();
+        for at in 0..20 {
+            for want in 1..=9 {
+                let mut expected = [0u8; 8];
+                for (i, e) in expected.iter_mut().enumerate().take(want.min(8)) {
+                    *e = bytes.get(at + i).copied().unwrap_or(0);
+                }
+                assert_eq!(
+                    label_word(&bytes, at, want),
+                    u64::from_le_bytes(expected),
+                    "at {at}, {want} bytes"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn lower8_lowercases_capitals_only() {
         for b in 0..=255u8 {
             let word = u64::from_le_bytes([b, b'Q', 0x3f, b, 0xc1, b'z', b'@', b'[']);
@@ -927,6 +957,11 @@ mod tests {
         assert_ne!(
             nx("a.example.test.", "example.test."),
             nx("a.other.test.", "other.test.")
+        );
+        // However the zone's name is compressed.
+        assert_eq!(
+            nx("a.example.test.", "example.test."),
+            nx("a.EXAMPLE.test.", "example.test.")
         );
         // Errors: one class.
         let refused = |q: &str| key(c, &reply(q, RecordType::A, ResponseCode::Refused));
