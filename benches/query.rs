@@ -1,7 +1,8 @@
 //! The query path without sockets: parse, look up, apply the policy, encode, for the
 //! shapes that matter (static A, geo A with ECS, NXDOMAIN), and the number of heap
 //! allocations each costs; on the reference path (`respond`) and on the wire fast path
-//! (`fast_respond`, into a reused buffer).
+//! (`fast_respond`, into a reused buffer); and the response rate limit's check of one
+//! reply (`rrl::Limiter::limit`: classify, hash, bucket), which every UDP reply pays.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -132,5 +133,54 @@ fn peer_shapes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, query_path, peer_shapes);
+/// The rate limit's work per UDP reply, on the replies of `query_path`'s shapes: a
+/// client that is not exempt, a rate it never reaches (so every reply takes the whole
+/// path: classification, hash, table, bucket update), a clock at 100 replies per ms.
+fn rate_limit(c: &mut Criterion) {
+    use geolb::rrl::{Counters, Limiter, RateLimit};
+    let snapshot = snapshot("zones", "geoip/demo.mmdb");
+    let src: IpAddr = [127, 0, 0, 1].into();
+    let config = RateLimit {
+        responses_per_second: geolb::rrl::MAX_RATE,
+        exempt: Vec::new(),
+        ..RateLimit::default()
+    };
+    let counters = Counters::default();
+    let mut limiter =
+        Limiter::new(std::sync::Arc::new(config), &counters).unwrap_or_else(|| panic!("off"));
+    let cases = [
+        ("static_a", message("static.example.test.", None)),
+        (
+            "geo_a_ecs",
+            message("www.example.test.", Some("127.0.1.0/24")),
+        ),
+        ("nxdomain", message("nope.example.test.", None)),
+    ];
+    let mut group = c.benchmark_group("rrl_limit");
+    let mut out = vec![0u8; usize::from(dns::MAX_UDP_PAYLOAD)];
+    for (label, bytes) in &cases {
+        let len = fast_respond(&snapshot, bytes, src, &mut out)
+            .unwrap_or_else(|| panic!("the fast path declined {label}"));
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        assert_eq!(limiter.limit(src, &mut out, len, 0), Some(len));
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        println!("allocations per rate limit check, {label}: {allocations}");
+        let mut n: u64 = 0;
+        group.bench_function(*label, |b| {
+            b.iter(|| {
+                n += 1;
+                let now = (n / 100) as u32;
+                limiter.limit(black_box(src), black_box(&mut out), len, now)
+            })
+        });
+    }
+    group.finish();
+    assert_eq!(
+        counters.limited() + counters.slipped(),
+        0,
+        "nothing was limited"
+    );
+}
+
+criterion_group!(benches, query_path, peer_shapes, rate_limit);
 criterion_main!(benches);

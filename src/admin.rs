@@ -1053,6 +1053,16 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         "Tenant change batches applied through the admin API.",
         stats.tenant_changes.load(Ordering::Relaxed),
     );
+    counter(
+        "geolb_rrl_limited_total",
+        "UDP replies dropped by response rate limiting.",
+        stats.rrl.limited(),
+    );
+    counter(
+        "geolb_rrl_slipped_total",
+        "UDP replies sent as empty truncated (TC=1) replies by response rate limiting.",
+        stats.rrl.slipped(),
+    );
     if let Some(fleet) = &ctx.control.fleet {
         let status = fleet.status();
         out.push_str(&format!(

@@ -49,6 +49,8 @@ pub struct Settings {
     pub admin_max_connections: Option<usize>,
     pub admin_header_timeout: Option<std::time::Duration>,
     pub admin_request_timeout: Option<std::time::Duration>,
+    /// `[rate_limit]`: response rate limiting of UDP replies (on by default).
+    pub rate_limit: crate::rrl::RateLimit,
 }
 
 /// `geolb.toml`: the same settings as the flags, paths relative to the file.
@@ -72,6 +74,7 @@ struct RawSettings {
     admin_max_connections: Option<usize>,
     admin_header_timeout: Option<String>,
     admin_request_timeout: Option<String>,
+    rate_limit: Option<RawRateLimit>,
 }
 
 /// `[cluster]` in `geolb.toml`.
@@ -89,6 +92,86 @@ struct RawCluster {
     timeout: Option<String>,
     lease: Option<String>,
     checkpoint_every: Option<usize>,
+}
+
+/// `[rate_limit]` in `geolb.toml`; every key optional, with `RateLimit`'s defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    responses_per_second: Option<toml::Spanned<i64>>,
+    slip: Option<toml::Spanned<i64>>,
+    ipv4_prefix: Option<toml::Spanned<i64>>,
+    ipv6_prefix: Option<toml::Spanned<i64>>,
+    exempt: Option<Vec<toml::Spanned<String>>>,
+}
+
+impl RawRateLimit {
+    /// The settings, or an error per bad key.
+    fn resolve(self, source: &Source, errors: &mut Vec<ConfigError>) -> crate::rrl::RateLimit {
+        use crate::rrl::{MAX_RATE, MAX_SLIP, Network, RateLimit};
+        let defaults = RateLimit::default();
+        let mut int =
+            |value: Option<toml::Spanned<i64>>, key: &str, min: i64, max: i64, default: u32| {
+                let Some(value) = value else { return default };
+                match u32::try_from(*value.get_ref()) {
+                    Ok(v) if i64::from(v) >= min && i64::from(v) <= max => v,
+                    _ => {
+                        errors.push(source.at(
+                            &value,
+                            format!("rate_limit.{key}"),
+                            format!(
+                                "{} is out of range (expected {min} to {max})",
+                                value.get_ref()
+                            ),
+                        ));
+                        default
+                    }
+                }
+            };
+        let responses_per_second = int(
+            self.responses_per_second,
+            "responses_per_second",
+            0,
+            i64::from(MAX_RATE),
+            defaults.responses_per_second,
+        );
+        let slip = int(self.slip, "slip", 0, i64::from(MAX_SLIP), defaults.slip);
+        let ipv4_prefix = int(
+            self.ipv4_prefix,
+            "ipv4_prefix",
+            1,
+            32,
+            defaults.ipv4_prefix.into(),
+        );
+        let ipv6_prefix = int(
+            self.ipv6_prefix,
+            "ipv6_prefix",
+            1,
+            128,
+            defaults.ipv6_prefix.into(),
+        );
+        let exempt = match self.exempt {
+            None => defaults.exempt,
+            Some(list) => list
+                .iter()
+                .filter_map(|text| match Network::parse(text.get_ref()) {
+                    Ok(network) => Some(network),
+                    Err(message) => {
+                        errors.push(source.at(text, "rate_limit.exempt", message));
+                        None
+                    }
+                })
+                .collect(),
+        };
+        RateLimit {
+            responses_per_second,
+            slip,
+            // Both are at most 128 here.
+            ipv4_prefix: u8::try_from(ipv4_prefix).unwrap_or(32),
+            ipv6_prefix: u8::try_from(ipv6_prefix).unwrap_or(128),
+            exempt,
+        }
+    }
 }
 
 impl Settings {
@@ -174,6 +257,10 @@ impl Settings {
                 ));
             }
         }
+        let rate_limit = match raw.rate_limit {
+            Some(raw) => raw.resolve(&source, &mut errors),
+            None => crate::rrl::RateLimit::default(),
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -200,6 +287,7 @@ impl Settings {
             admin_max_connections: raw.admin_max_connections,
             admin_header_timeout,
             admin_request_timeout,
+            rate_limit,
         })
     }
 
@@ -739,6 +827,8 @@ pub struct Stats {
     pub health_changes: AtomicU64,
     pub all_down_events: AtomicU64,
     pub tenant_changes: AtomicU64,
+    /// Limited and slipped UDP replies, written by the UDP threads.
+    pub rrl: Arc<crate::rrl::Counters>,
 }
 
 /// Handle to the running compiler.

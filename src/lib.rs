@@ -10,6 +10,7 @@
 //! - `snapshot`: the immutable, compiled view a query reads.
 //! - `dns`: the answer to one query, from bytes to bytes.
 //! - `server`: UDP and TCP front ends.
+//! - `rrl`: response rate limiting of UDP replies.
 //! - `admin`: the HTTP admin API.
 //! - `app`: wiring: loading, the compiler task, signals.
 
@@ -24,6 +25,7 @@ pub mod health;
 pub mod model;
 pub mod overrides;
 pub mod policy;
+pub mod rrl;
 pub mod server;
 pub mod snapshot;
 pub mod tenants;

@@ -516,7 +516,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
     let signals = Signals::install()?;
     raise_fd_limit();
     let defaults = ServerOptions::default();
-    let options = ServerOptions {
+    let mut options = ServerOptions {
         udp_sockets: settings.udp_sockets.unwrap_or(defaults.udp_sockets),
         tcp_max_connections: settings
             .tcp_max_connections
@@ -527,6 +527,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         tcp_idle_timeout: settings
             .tcp_idle_timeout
             .unwrap_or(defaults.tcp_idle_timeout),
+        rate_limit: None,
     };
     let admin_defaults = geolb::admin::AdminLimits::default();
     let admin_limits = geolb::admin::AdminLimits {
@@ -568,6 +569,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         control.fleet = Some(fleet);
     }
     tracing::info!(zones = n_zones, names = n_names, "zones loaded");
+    options.rate_limit = rate_limiting(&settings.rate_limit, &control);
     let mut lines = String::new();
     if let Some((listener, token)) = admin {
         let addr = listener.local_addr()?;
@@ -606,6 +608,30 @@ fn raise_fd_limit() {
 
 #[cfg(not(target_os = "linux"))]
 fn raise_fd_limit() {}
+
+/// The UDP rate limit, logged once; `None` when it is off.
+fn rate_limiting(
+    config: &geolb::rrl::RateLimit,
+    control: &app::Control,
+) -> Option<server::RateLimiting> {
+    if !config.enabled() {
+        tracing::info!("response rate limiting off");
+        return None;
+    }
+    let exempt: Vec<String> = config.exempt.iter().map(ToString::to_string).collect();
+    tracing::info!(
+        responses_per_second = config.responses_per_second,
+        slip = config.slip,
+        ipv4_prefix = config.ipv4_prefix,
+        ipv6_prefix = config.ipv6_prefix,
+        exempt = %exempt.join(" "),
+        "response rate limiting on (udp)"
+    );
+    Some(server::RateLimiting {
+        config: std::sync::Arc::new(config.clone()),
+        counters: control.stats.rrl.clone(),
+    })
+}
 
 /// Prints and flushes at once: tests and scripts wait for these lines.
 fn print_stdout(text: &str) {

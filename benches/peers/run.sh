@@ -15,6 +15,8 @@
 #
 # Usage:
 #   benches/peers/run.sh                  # default: ~6.5 minutes (~8 with GEOLB_CMD)
+#   PEERS= GEOLB_CMD=... GEOLB2_CMD=... benches/peers/run.sh
+#                                         # only the given commands (no peer servers needed)
 #   QUICK=1 benches/peers/run.sh          # ~2 minutes (~2.5 with GEOLB_CMD)
 #   GEOLB_CMD='target/release/geolb serve --config benches/peers/conf/geolb/bench.toml --listen 127.0.0.1:5310' \
 #       benches/peers/run.sh            # add geolb to the same interleaved run
@@ -45,6 +47,9 @@
 #                      described in README.md and listen on 127.0.0.1:PORT
 #   GEOLB_NAME         its label in the tables [geolb]
 #   GEOLB_PORT         its port [parsed from the last 127.0.0.1:PORT in GEOLB_CMD]
+#   GEOLB2_CMD, GEOLB2_NAME [geolb2], GEOLB2_PORT
+#                      a second server command line, measured in the same interleaved
+#                      run (e.g. geolb with another configuration: conf/geolb/bench_rrl.toml)
 #   ECHO_CMD           a UDP echo (QR bit set, nothing parsed) as the kernel floor; it
 #                      answers no question, so it only takes part in the load runs
 #   ECHO_PORT          its port [parsed from the last 127.0.0.1:PORT in ECHO_CMD]
@@ -69,7 +74,7 @@ else
   FAILOVER_CHECK=${FAILOVER_CHECK:-1}
 fi
 REPEATS=${REPEATS:-3}
-PEERS=${PEERS:-"gdnsd pdns knot nsd"}
+PEERS=${PEERS-"gdnsd pdns knot nsd"}
 QUERIES=${QUERIES:-"static geo geo_ecs"}
 ECS=${ECS:-89.160.20.112/28}
 CLIENTS=${CLIENTS:-4}
@@ -82,6 +87,8 @@ BASE_PORT=${BASE_PORT:-5301}
 HC_PORT=${HC_PORT:-18080}
 GEOLB_CMD=${GEOLB_CMD:-}
 GEOLB_NAME=${GEOLB_NAME:-geolb}
+GEOLB2_CMD=${GEOLB2_CMD:-}
+GEOLB2_NAME=${GEOLB2_NAME:-geolb2}
 ECHO_CMD=${ECHO_CMD:-}
 GEOIP_DIR=${GEOIP_DIR:-$HERE/../../tests/data/geoip}
 GEOIP_DIR=$(cd "$GEOIP_DIR" && pwd)
@@ -106,7 +113,11 @@ declare -A ADDR_SITE=([127.0.2.1]=us [127.0.2.2]=gb [127.0.2.3]=asia [127.0.2.4]
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for tool in gdnsd pdns_server knotd nsd dnsperf dig taskset timeout python3; do
+declare -A PEER_TOOL=([gdnsd]=gdnsd [pdns]=pdns_server [pdns_fresh]=pdns_server [knot]=knotd [nsd]=nsd)
+tools=(dnsperf dig taskset timeout python3)
+for p in $PEERS; do tools+=("${PEER_TOOL[$p]:-}"); done
+for tool in "${tools[@]}"; do
+  [[ -n $tool ]] || continue
   command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool"
 done
 [[ -f $GEOIP_DIR/GeoIP2-City-Test.mmdb ]] || die "no GeoIP2-City-Test.mmdb in $GEOIP_DIR"
@@ -128,6 +139,14 @@ if [[ -n $GEOLB_CMD ]]; then
   [[ -n ${GEOLB_PORT:-} ]] || die "cannot find 127.0.0.1:PORT in GEOLB_CMD; set GEOLB_PORT"
   PORT[$GEOLB_NAME]=$GEOLB_PORT
   ALL_PEERS+=("$GEOLB_NAME")
+fi
+if [[ -n $GEOLB2_CMD ]]; then
+  if [[ -z ${GEOLB2_PORT:-} ]]; then
+    GEOLB2_PORT=$(grep -oE '127\.0\.0\.1:[0-9]+' <<<"$GEOLB2_CMD" | tail -n1 | cut -d: -f2 || true)
+  fi
+  [[ -n ${GEOLB2_PORT:-} ]] || die "cannot find 127.0.0.1:PORT in GEOLB2_CMD; set GEOLB2_PORT"
+  PORT[$GEOLB2_NAME]=$GEOLB2_PORT
+  ALL_PEERS+=("$GEOLB2_NAME")
 fi
 if [[ -n $ECHO_CMD ]]; then
   if [[ -z ${ECHO_PORT:-} ]]; then
@@ -209,6 +228,8 @@ start_peer() {  # peer
       cmd=(nsd -d -c "$d/nsd.conf") ;;
     "$GEOLB_NAME")
       cmd=(bash -c "exec $GEOLB_CMD") ;;
+    "$GEOLB2_NAME")
+      cmd=(bash -c "exec $GEOLB2_CMD") ;;
     echo)
       cmd=(bash -c "exec $ECHO_CMD") ;;
   esac

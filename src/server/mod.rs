@@ -5,6 +5,7 @@
 //! message (once per received batch for UDP) and hands the bytes over. It owns socket
 //! options, the TCP connection registry (`conns`: limits, eviction, idle timeouts),
 //! and the `listening` lines that tests and operators read.
+//! UDP replies pass through each thread's own `rrl::Limiter`; TCP replies never do.
 
 pub mod conns;
 #[cfg(target_os = "linux")]
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::rrl::{Counters, RateLimit};
 use crate::snapshot::Snapshot;
 
 /// Shared, swappable view that every front end reads.
@@ -36,6 +38,16 @@ pub struct ServerOptions {
     /// A TCP connection with no answered query for this long is closed (RFC 7766
     /// section 6.2.3); shorter while more than half of the connections are in use.
     pub tcp_idle_timeout: Duration,
+    /// Response rate limiting of UDP replies (`None`: off); TCP is never limited.
+    pub rate_limit: Option<RateLimiting>,
+}
+
+/// The rate limit every UDP thread applies with its own table, and the counters they
+/// add to.
+#[derive(Clone, Debug)]
+pub struct RateLimiting {
+    pub config: Arc<RateLimit>,
+    pub counters: Arc<Counters>,
 }
 
 impl Default for ServerOptions {
@@ -45,6 +57,7 @@ impl Default for ServerOptions {
             tcp_max_connections: 1024,
             tcp_max_connections_per_ip: 64,
             tcp_idle_timeout: Duration::from_secs(10),
+            rate_limit: None,
         }
     }
 }
@@ -103,9 +116,10 @@ pub fn serve(
     for (i, socket) in bound.udp.into_iter().enumerate() {
         let snapshot = snapshot.clone();
         let stop = stop.clone();
+        let rate_limit = options.rate_limit.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("udp-{}-{i}", bound.addr.port()))
-            .spawn(move || udp::serve(socket, snapshot, stop));
+            .spawn(move || udp::serve(socket, snapshot, stop, rate_limit));
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot start a udp thread");
         }

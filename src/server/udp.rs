@@ -9,6 +9,9 @@
 //! the fast path. Elsewhere a portable loop does the same one datagram at a time.
 //! The threads are not runtime tasks: a blocking socket per thread costs no wakeups
 //! through a shared scheduler, which is most of a query's cost at this level.
+//! Each thread owns its response rate limiter (`rrl::Limiter`, with its own table and
+//! counters), and every reply passes through it before it is queued: the kernel sends
+//! every datagram of a flow to the same socket, so a thread sees all of a flow.
 
 // A packet reaches everything here: no unwrap, no expect.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -21,8 +24,9 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::SharedSnapshot;
+use super::{RateLimiting, SharedSnapshot};
 use crate::dns::{self, Transport};
+use crate::rrl::Limiter;
 use crate::snapshot::Snapshot;
 
 /// How often an idle thread looks at its stop flag: the receive timeout. Shutdown waits
@@ -48,13 +52,19 @@ pub fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Serves one socket on the calling thread until `stop` is set (checked at least every
-/// `STOP_POLL`).
-pub fn serve(socket: UdpSocket, snapshot: SharedSnapshot, stop: Arc<AtomicBool>) {
+/// `STOP_POLL`), with its own rate limiter.
+pub fn serve(
+    socket: UdpSocket,
+    snapshot: SharedSnapshot,
+    stop: Arc<AtomicBool>,
+    rate_limit: Option<RateLimiting>,
+) {
     if let Err(error) = prepare(&socket) {
         tracing::warn!(%error, "udp socket setup failed");
         return;
     }
-    serve_loop(&socket, &snapshot, &stop);
+    let mut limiter = rate_limit.and_then(|r| Limiter::new(r.config, &r.counters));
+    serve_loop(&socket, &snapshot, &stop, limiter.as_mut());
 }
 
 fn prepare(socket: &UdpSocket) -> io::Result<()> {
@@ -62,9 +72,26 @@ fn prepare(socket: &UdpSocket) -> io::Result<()> {
     socket.set_read_timeout(Some(STOP_POLL))
 }
 
+/// The reply to one datagram in `out`, through the rate limit (`now` is the
+/// limiter's clock). `None` sends nothing.
+fn answer(
+    snapshot: &Snapshot,
+    query: &[u8],
+    peer: SocketAddr,
+    out: &mut [u8],
+    limiter: Option<&mut Limiter>,
+    now: u32,
+) -> Option<usize> {
+    let len = reply(snapshot, query, peer, out)?;
+    match limiter {
+        Some(limiter) => limiter.limit(peer.ip(), out, len, now),
+        None => Some(len),
+    }
+}
+
 /// The reply to one datagram in `out`: the fast path, else the reference path. `None`
 /// sends nothing.
-fn answer(snapshot: &Snapshot, query: &[u8], peer: SocketAddr, out: &mut [u8]) -> Option<usize> {
+fn reply(snapshot: &Snapshot, query: &[u8], peer: SocketAddr, out: &mut [u8]) -> Option<usize> {
     // Port 0 cannot be answered, and replying to it is how reflection loops start.
     if peer.port() == 0 {
         return None;
@@ -86,7 +113,12 @@ fn is_timeout(error: &io::Error) -> bool {
 }
 
 #[cfg(target_os = "linux")]
-fn serve_loop(socket: &UdpSocket, snapshot: &SharedSnapshot, stop: &AtomicBool) {
+fn serve_loop(
+    socket: &UdpSocket,
+    snapshot: &SharedSnapshot,
+    stop: &AtomicBool,
+    mut limiter: Option<&mut Limiter>,
+) {
     let mut batch = super::mmsg::Batch::default();
     // The thread's own handle on the current snapshot: a load is one atomic read while
     // the snapshot is unchanged. An idle thread refreshes it at every receive timeout,
@@ -108,15 +140,25 @@ fn serve_loop(socket: &UdpSocket, snapshot: &SharedSnapshot, stop: &AtomicBool) 
         };
         // One snapshot for the whole batch: a batch is answered in microseconds.
         let snapshot = current.load();
+        // One clock reading for the batch too, for the rate limit.
+        let now = limiter.as_ref().map_or(0, |l| l.now());
         for i in 0..n {
-            batch.exchange(i, |query, peer, out| answer(snapshot, query, peer, out));
+            let limiter = limiter.as_deref_mut();
+            batch.exchange(i, |query, peer, out| {
+                answer(snapshot, query, peer, out, limiter, now)
+            });
         }
         batch.send(socket);
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn serve_loop(socket: &UdpSocket, snapshot: &SharedSnapshot, stop: &AtomicBool) {
+fn serve_loop(
+    socket: &UdpSocket,
+    snapshot: &SharedSnapshot,
+    stop: &AtomicBool,
+    mut limiter: Option<&mut Limiter>,
+) {
     let mut query = vec![0u8; 65535];
     let mut reply = vec![0u8; 65535];
     while !stop.load(Ordering::Relaxed) {
@@ -131,7 +173,9 @@ fn serve_loop(socket: &UdpSocket, snapshot: &SharedSnapshot, stop: &AtomicBool) 
         let Some(query) = query.get(..len) else {
             continue;
         };
-        let reply_len = answer(&snapshot.load(), query, peer, &mut reply);
+        let now = limiter.as_ref().map_or(0, |l| l.now());
+        let limiter = limiter.as_deref_mut();
+        let reply_len = answer(&snapshot.load(), query, peer, &mut reply, limiter, now);
         if let Some(out) = reply_len.and_then(|n| reply.get(..n))
             && let Err(error) = socket.send_to(out, peer)
         {
