@@ -993,6 +993,15 @@ impl Control {
             return Ok(outcome);
         }
         let table = zt.store.apply_named(changes).await.map_err(store_error)?;
+        self.serve_table(&zt, table).await?;
+        Ok(outcome)
+    }
+}
+
+impl Control {
+    /// Hands the compiler a table `zt`'s store returned, and waits until a snapshot
+    /// serving it (or a newer one) is published.
+    async fn serve_table(&self, zt: &ZoneTenants, table: TenantTable) -> Result<(), ControlError> {
         let (reply, rx) = oneshot::channel();
         let event = Event::Tenants {
             store: zt.store.clone(),
@@ -1000,8 +1009,7 @@ impl Control {
             reply,
         };
         self.events.send(event).map_err(|_| ControlError::Closed)?;
-        rx.await.map_err(|_| ControlError::Closed)?;
-        Ok(outcome)
+        rx.await.map_err(|_| ControlError::Closed)
     }
 }
 
@@ -1060,14 +1068,7 @@ impl Control {
             return Ok(outcome);
         }
         let table = zt.store.apply_batch(batch).await.map_err(store_error)?;
-        let (reply, rx) = oneshot::channel();
-        let event = Event::Tenants {
-            store: zt.store.clone(),
-            table,
-            reply,
-        };
-        self.events.send(event).map_err(|_| ControlError::Closed)?;
-        rx.await.map_err(|_| ControlError::Closed)?;
+        self.serve_table(&zt, table).await?;
         Ok(outcome)
     }
 }

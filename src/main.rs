@@ -163,7 +163,6 @@ fn main() -> ExitCode {
 }
 
 fn tenants(command: TenantsCommand) -> Result<(), String> {
-    use geolb::admin_client::request;
     use serde_json::json;
     let (target, method, tenant, body) = match &command {
         TenantsCommand::Import {
@@ -180,22 +179,11 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
         } => (target, "PUT", tenant, Some(json!({ "shard": shard }))),
         TenantsCommand::Delete { tenant, target } => (target, "DELETE", tenant, None),
     };
-    let (addr, token) = admin_endpoint(
-        target.admin,
-        target.token_file.as_ref(),
-        target.config.as_ref(),
-    )?;
-    let timeout = std::time::Duration::from_secs(30);
-    let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
-        request(addr, token.as_deref(), method, path, body, timeout)
-    };
-    let zone = resolve_zone(target, addr, &call)?;
+    let admin = Admin::for_target(target, std::time::Duration::from_secs(30))?;
+    let zone = admin.zone(target)?;
     let path = format!("/v1/zones/{zone}/tenants/{tenant}");
-    let reply = call(method, &path, body.as_ref())?;
-    if reply.status != 200 {
-        return Err(reply.error_message());
-    }
-    let text = |key: &str| reply.body[key].as_str().unwrap_or("-").to_string();
+    let reply = admin.call(method, &path, body.as_ref())?;
+    let text = |key: &str| reply[key].as_str().unwrap_or("-").to_string();
     match command {
         TenantsCommand::Get { .. } => println!(
             "{} {} -> {} ({})",
@@ -208,7 +196,7 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
             "{} {}: {} -> {}",
             text("zone"),
             text("tenant"),
-            reply.body["previous"].as_str().unwrap_or("(new)"),
+            reply["previous"].as_str().unwrap_or("(new)"),
             text("shard")
         ),
         TenantsCommand::Delete { .. } => println!(
@@ -223,137 +211,145 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
     Ok(())
 }
 
-/// The admin API address and token from flags, else from geolb.toml.
-fn admin_endpoint(
-    admin: Option<SocketAddr>,
-    token_file: Option<&PathBuf>,
-    config: Option<&PathBuf>,
-) -> Result<(SocketAddr, Option<String>), String> {
-    let settings = match config {
-        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
-        None => Settings::default(),
-    };
-    let addr = admin
-        .or(settings.admin)
-        .ok_or("no admin API address: give --admin ADDR (or --config with `admin`)".to_string())?;
-    let token = match token_file.or(settings.admin_token_file.as_ref()) {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    Ok((addr, token))
+/// A running server's admin API, as a command line tool reaches it.
+struct Admin {
+    addr: SocketAddr,
+    token: Option<String>,
+    timeout: std::time::Duration,
+}
+
+impl Admin {
+    /// The address and token from flags, else from geolb.toml.
+    fn new(
+        admin: Option<SocketAddr>,
+        token_file: Option<&PathBuf>,
+        config: Option<&PathBuf>,
+        timeout: std::time::Duration,
+    ) -> Result<Admin, String> {
+        let settings = match config {
+            Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
+            None => Settings::default(),
+        };
+        let addr = admin.or(settings.admin).ok_or(
+            "no admin API address: give --admin ADDR (or --config with `admin`)".to_string(),
+        )?;
+        let token = match token_file.or(settings.admin_token_file.as_ref()) {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Admin {
+            addr,
+            token,
+            timeout,
+        })
+    }
+
+    fn for_target(target: &AdminTarget, timeout: std::time::Duration) -> Result<Admin, String> {
+        Admin::new(
+            target.admin,
+            target.token_file.as_ref(),
+            target.config.as_ref(),
+            timeout,
+        )
+    }
+
+    /// One JSON request; an answer other than 200 is the API's error message.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, String> {
+        let reply = geolb::admin_client::request(
+            self.addr,
+            self.token.as_deref(),
+            method,
+            path,
+            body,
+            self.timeout,
+        )?;
+        if reply.status != 200 {
+            return Err(reply.error_message());
+        }
+        Ok(reply.body)
+    }
+
+    /// A GET whose answer is not JSON.
+    fn get_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        let (status, body) = geolb::admin_client::request_bytes(
+            self.addr,
+            self.token.as_deref(),
+            "GET",
+            path,
+            self.timeout,
+        )?;
+        if status != 200 {
+            return Err(String::from_utf8_lossy(&body).into_owned());
+        }
+        Ok(body)
+    }
+
+    /// The zone a tenants command is about: `--zone`, else the only sharded zone.
+    fn zone(&self, target: &AdminTarget) -> Result<String, String> {
+        if let Some(zone) = &target.zone {
+            return Ok(zone.trim_end_matches('.').to_string());
+        }
+        let zones = self.call("GET", "/v1/zones", None)?;
+        let sharded: Vec<String> = zones["zones"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|z| z["sharding"].as_bool() == Some(true))
+            .filter_map(|z| z["zone"].as_str().map(str::to_string))
+            .collect();
+        match sharded.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(format!("no zone served at {} has [sharding]", self.addr)),
+            many => Err(format!(
+                "several zones have tenants ({}): choose one with --zone",
+                many.join(", ")
+            )),
+        }
+    }
 }
 
 fn cluster_status(target: &AdminAddr, as_json: bool) -> Result<(), String> {
-    let (addr, token) = admin_endpoint(
+    let admin = Admin::new(
         target.admin,
         target.token_file.as_ref(),
         target.config.as_ref(),
-    )?;
-    let reply = geolb::admin_client::request(
-        addr,
-        token.as_deref(),
-        "GET",
-        "/v1/cluster",
-        None,
         std::time::Duration::from_secs(30),
     )?;
-    if reply.status != 200 {
-        return Err(reply.error_message());
-    }
-    let view = &reply.body;
+    let view = admin.call("GET", "/v1/cluster", None)?;
     if as_json {
         println!("{view:#}");
         return Ok(());
     }
-    print!("{}", geolb::fleet::render_view(view));
+    print!("{}", geolb::fleet::render_view(&view));
     Ok(())
 }
 
-/// One admin API request: method, path, JSON body.
-type AdminCall<'a> = dyn Fn(&str, &str, Option<&serde_json::Value>) -> Result<geolb::admin_client::Reply, String>
-    + 'a;
-
-/// The zone a tenants command is about: `--zone`, else the only sharded zone.
-fn resolve_zone(
-    target: &AdminTarget,
-    addr: SocketAddr,
-    call: &AdminCall,
-) -> Result<String, String> {
-    if let Some(zone) = &target.zone {
-        return Ok(zone.trim_end_matches('.').to_string());
-    }
-    let reply = call("GET", "/v1/zones", None)?;
-    if reply.status != 200 {
-        return Err(reply.error_message());
-    }
-    let sharded: Vec<String> = reply.body["zones"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|z| z["sharding"].as_bool() == Some(true))
-        .filter_map(|z| z["zone"].as_str().map(str::to_string))
-        .collect();
-    match sharded.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(format!("no zone served at {addr} has [sharding]")),
-        many => Err(format!(
-            "several zones have tenants ({}): choose one with --zone",
-            many.join(", ")
-        )),
-    }
-}
-
 fn tenants_export(target: &AdminTarget) -> Result<(), String> {
-    use geolb::admin_client::{request, request_bytes};
-    let (addr, token) = admin_endpoint(
-        target.admin,
-        target.token_file.as_ref(),
-        target.config.as_ref(),
-    )?;
-    let timeout = std::time::Duration::from_secs(300);
-    let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
-        request(addr, token.as_deref(), method, path, body, timeout)
-    };
-    let zone = resolve_zone(target, addr, &call)?;
-    let (status, body) = request_bytes(
-        addr,
-        token.as_deref(),
-        "GET",
-        &format!("/v1/zones/{zone}/tenant-map"),
-        timeout,
-    )?;
-    if status != 200 {
-        return Err(String::from_utf8_lossy(&body).into_owned());
-    }
+    let admin = Admin::for_target(target, std::time::Duration::from_secs(300))?;
+    let zone = admin.zone(target)?;
+    let map = admin.get_bytes(&format!("/v1/zones/{zone}/tenant-map"))?;
     use std::io::Write;
     std::io::stdout()
-        .write_all(&body)
+        .write_all(&map)
         .map_err(|e| format!("cannot write the map: {e}"))
 }
 
 fn tenants_import(file: &PathBuf, replace: bool, target: &AdminTarget) -> Result<(), String> {
-    use geolb::admin_client::{request, request_bytes};
     use geolb::tenants::{ShardNames, parse_map};
-    let (addr, token) = admin_endpoint(
-        target.admin,
-        target.token_file.as_ref(),
-        target.config.as_ref(),
-    )?;
-    let timeout = std::time::Duration::from_secs(300);
-    let call = |method: &str, path: &str, body: Option<&serde_json::Value>| {
-        request(addr, token.as_deref(), method, path, body, timeout)
-    };
-    let zone = resolve_zone(target, addr, &call)?;
-    let summary = call("GET", &format!("/v1/zones/{zone}/tenants"), None)?;
-    if summary.status != 200 {
-        return Err(summary.error_message());
-    }
-    let names: Vec<String> = summary.body["shards"]
+    let admin = Admin::for_target(target, std::time::Duration::from_secs(300))?;
+    let zone = admin.zone(target)?;
+    let summary = admin.call("GET", &format!("/v1/zones/{zone}/tenants"), None)?;
+    let names: Vec<String> = summary["shards"]
         .as_object()
         .map(|shards| shards.keys().cloned().collect())
         .unwrap_or_default();
@@ -369,19 +365,10 @@ fn tenants_import(file: &PathBuf, replace: bool, target: &AdminTarget) -> Result
         .map(|(tenant, idx)| serde_json::json!({ "tenant": tenant, "shard": shards.name(idx) }))
         .collect();
     if replace {
-        let (status, body) = request_bytes(
-            addr,
-            token.as_deref(),
-            "GET",
-            &format!("/v1/zones/{zone}/tenant-map"),
-            timeout,
-        )?;
-        if status != 200 {
-            return Err(String::from_utf8_lossy(&body).into_owned());
-        }
+        let served = admin.get_bytes(&format!("/v1/zones/{zone}/tenant-map"))?;
         let served = parse_map(
             std::path::Path::new("(served map)"),
-            &String::from_utf8_lossy(&body),
+            &String::from_utf8_lossy(&served),
             &shards,
         )
         .map_err(|_| "cannot read the map the server returned".to_string())?;
@@ -392,11 +379,8 @@ fn tenants_import(file: &PathBuf, replace: bool, target: &AdminTarget) -> Result
         }
     }
     let body = serde_json::json!({ "changes": changes });
-    let reply = call("POST", &format!("/v1/zones/{zone}/tenants"), Some(&body))?;
-    if reply.status != 200 {
-        return Err(reply.error_message());
-    }
-    let count = |key: &str| reply.body[key].as_u64().unwrap_or(0);
+    let done = admin.call("POST", &format!("/v1/zones/{zone}/tenants"), Some(&body))?;
+    let count = |key: &str| done[key].as_u64().unwrap_or(0);
     println!(
         "{zone}: {} changes applied as one batch ({} added, {} moved, {} removed, {} unchanged)",
         count("applied"),
