@@ -828,3 +828,205 @@ fn import_export_and_cluster_status_from_the_command_line() {
     }
     assert!(status.contains("healthy"), "{status}");
 }
+
+/// One etcd member started by hand, for the TLS and authentication tests.
+struct LoneEtcd {
+    child: std::process::Child,
+    url: String,
+}
+
+impl LoneEtcd {
+    fn start(dir: &TempDir, scheme: &str, extra: &[String]) -> LoneEtcd {
+        let port = |_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (client, peer) = (port(()), port(()));
+        let url = format!("{scheme}://127.0.0.1:{client}");
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "lone", "--data-dir"])
+            .arg(dir.0.join("etcd"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("lone=http://127.0.0.1:{peer}"),
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("etcd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        LoneEtcd { child, url }
+    }
+}
+
+impl Drop for LoneEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lone_node(dir: &TempDir, cluster: &str) -> TestServer {
+    std::fs::create_dir_all(dir.0.join("zones")).unwrap();
+    for name in ["example.test.toml", "example.tenants.toml"] {
+        std::fs::copy(
+            repo(&format!("zones/{name}")),
+            dir.0.join("zones").join(name),
+        )
+        .unwrap();
+    }
+    dir.write(
+        "geolb.toml",
+        &format!("state_dir = \"state\"\n[cluster]\n{cluster}\n"),
+    );
+    TestServer::start(&[
+        "--config",
+        &dir.path("geolb.toml"),
+        "--zones",
+        &dir.path("zones"),
+        "--admin",
+        "127.0.0.1:0",
+    ])
+}
+
+#[test]
+fn etcd_over_tls_with_a_client_certificate() {
+    if !etcd::available("etcd_over_tls_with_a_client_certificate") {
+        return;
+    }
+    let _serial = serial();
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = TempDir::new("fleet-tls");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let issue = |name: &str, file: &str| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        dir.write(&format!("{file}.pem"), &cert.pem());
+        dir.write(&format!("{file}-key.pem"), &key.serialize_pem());
+    };
+    issue("127.0.0.1", "server");
+    issue("ns1", "client");
+    dir.write("ca.pem", &ca.pem());
+    let etcd = LoneEtcd::start(
+        &dir,
+        "https",
+        &[
+            format!("--cert-file={}", dir.path("server.pem")),
+            format!("--key-file={}", dir.path("server-key.pem")),
+            format!("--trusted-ca-file={}", dir.path("ca.pem")),
+            "--client-cert-auth".to_string(),
+        ],
+    );
+    let with_cert = TempDir::new("fleet-tls-node");
+    let node = lone_node(
+        &with_cert,
+        &format!(
+            "etcd = [\"{}\"]\nnode = \"ns1\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            etcd.url,
+            dir.path("ca.pem"),
+            dir.path("client.pem"),
+            dir.path("client-key.pem")
+        ),
+    );
+    poll("the node to connect over TLS", || connected(&node));
+    assert_eq!(move_tenant(&node, "acme", "eu").0, 200);
+    assert_eq!(shard_of(&node, "acme").as_deref(), Some("eu"));
+
+    // Without the client certificate etcd refuses the connection, and the node says so.
+    let without = TempDir::new("fleet-tls-nocert");
+    let refused = lone_node(
+        &without,
+        &format!(
+            "etcd = [\"{}\"]\nnode = \"ns2\"\nca_file = \"{}\"\n",
+            etcd.url,
+            dir.path("ca.pem")
+        ),
+    );
+    refused.wait_log("cannot reach etcd");
+    let (status, body) = move_tenant(&refused, "acme", "us");
+    assert_eq!(status, 503, "{body}");
+}
+
+#[test]
+fn etcd_with_authentication() {
+    if !etcd::available("etcd_with_authentication") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("fleet-auth");
+    let etcd = LoneEtcd::start(&dir, "http", &[]);
+    let addr: std::net::SocketAddr = etcd.url.trim_start_matches("http://").parse().unwrap();
+    let call = |path: &str, body: serde_json::Value| {
+        geolb::admin_client::request(
+            addr,
+            None,
+            "POST",
+            path,
+            Some(&body),
+            Duration::from_secs(3),
+        )
+    };
+    poll("etcd to answer", || {
+        call("/v3/kv/range", serde_json::json!({"key": "eA=="})).is_ok()
+    });
+    for (path, body) in [
+        (
+            "/v3/auth/user/add",
+            serde_json::json!({"name": "root", "password": "rootpw"}),
+        ),
+        ("/v3/auth/role/add", serde_json::json!({"name": "root"})),
+        (
+            "/v3/auth/user/grant",
+            serde_json::json!({"user": "root", "role": "root"}),
+        ),
+        ("/v3/auth/enable", serde_json::json!({})),
+    ] {
+        let reply = call(path, body).unwrap();
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    }
+    dir.write("password", "rootpw\n");
+    dir.write("wrong", "nope\n");
+    let good_dir = TempDir::new("fleet-auth-node");
+    let node = lone_node(
+        &good_dir,
+        &format!(
+            "etcd = [\"{}\"]\nnode = \"ns1\"\nuser = \"root\"\npassword_file = \"{}\"\n",
+            etcd.url,
+            dir.path("password")
+        ),
+    );
+    poll("the node to authenticate", || connected(&node));
+    assert_eq!(move_tenant(&node, "globex", "asia").0, 200);
+    assert_eq!(shard_of(&node, "globex").as_deref(), Some("asia"));
+
+    let bad_dir = TempDir::new("fleet-auth-wrong");
+    let refused = lone_node(
+        &bad_dir,
+        &format!(
+            "etcd = [\"{}\"]\nnode = \"ns2\"\nuser = \"root\"\npassword_file = \"{}\"\n",
+            etcd.url,
+            dir.path("wrong")
+        ),
+    );
+    refused.wait_log("authentication as \"root\" failed");
+    assert_eq!(move_tenant(&refused, "globex", "us").0, 503);
+}
