@@ -538,14 +538,13 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         Some(addr) => Some(geolb::admin::bind(addr, settings.admin_token_file.as_deref()).await?),
         None => None,
     };
-    let zone_files: Vec<PathBuf> = loaded.model.zones.iter().map(|z| z.file.clone()).collect();
     let mut control = app::start(settings.clone(), loaded)?;
     if let Some(cluster) = settings.cluster.clone() {
         tracing::info!(node = %cluster.node, etcd = ?cluster.etcd, prefix = %cluster.prefix, "fleet mode: tenants and overrides are shared through etcd");
         let fleet = geolb::fleet::Fleet::start(
             cluster,
             &app::state_dir(&settings),
-            &zone_files,
+            &settings.zones,
             control.events.clone(),
             control.tenants.clone(),
         )
@@ -673,6 +672,9 @@ async fn wait_for_signals(
     // first (after those in flight are answered), then folding the journals into the
     // map files, leaves files that hold every acknowledged change.
     control.stop_tenant_changes().await;
+    if let Some(fleet) = &control.fleet {
+        fleet.leave().await;
+    }
     let stores: Vec<_> = control
         .tenants
         .read()

@@ -1030,3 +1030,45 @@ fn etcd_with_authentication() {
     refused.wait_log("authentication as \"root\" failed");
     assert_eq!(move_tenant(&refused, "globex", "us").0, 503);
 }
+
+#[test]
+fn without_etcd_a_node_falls_back_to_its_own_health_verdicts() {
+    if !etcd::available("without_etcd_a_node_falls_back_to_its_own_health_verdicts") {
+        return;
+    }
+    let _serial = serial();
+    let mut cluster = EtcdCluster::start(1);
+    let backend = Probed::start();
+    let zone = health_zone(backend.addr.port(), "");
+    let a_dir = NodeDir::with_zone(&cluster, "a", &zone, "probe_source = \"127.0.0.2\"");
+    let b_dir = NodeDir::with_zone(&cluster, "b", &zone, "probe_source = \"127.0.0.3\"");
+    let a = a_dir.start();
+    let b = b_dir.start();
+    wait_connected(&[&a, &b]);
+    // Only a's probes fail: one vote down, one up, and a tie is not a majority.
+    backend
+        .failing
+        .lock()
+        .unwrap()
+        .push("127.0.0.2".parse().unwrap());
+    poll("a's verdict in etcd", || {
+        cluster
+            .get_prefix("/geolb/health/hc.test/m/a")
+            .iter()
+            .any(|(_, v)| v == "down")
+    });
+    let revision = cluster.revision();
+    for node in [&a, &b] {
+        poll("both nodes to catch up", || {
+            applied_revision(node) >= revision
+        });
+        assert!(answers_include(node, "maj.hc.test.", "192.0.2.1"));
+    }
+    // Without etcd, each node decides from its own probes.
+    cluster.kill(0);
+    poll("a to fall back to its own verdict", || {
+        !connected(&a) && !answers_include(&a, "maj.hc.test.", "192.0.2.1")
+    });
+    poll("b to lose etcd", || !connected(&b));
+    assert!(answers_include(&b, "maj.hc.test.", "192.0.2.1"));
+}

@@ -224,7 +224,11 @@ struct Inner {
     tenants: TenantIndex,
     local: local::LocalCopy,
     started: u64,
-    config_digest: String,
+    /// The zone paths (files or directories) the digest is computed over.
+    zone_paths: Vec<PathBuf>,
+    config_digest: std::sync::Mutex<String>,
+    /// The lease of the current session (0: none), revoked when the node leaves.
+    lease: std::sync::atomic::AtomicI64,
     /// Overrides as etcd has them, applied in full to the compiler on every change.
     overrides: tokio::sync::Mutex<Overrides>,
     shared_health: std::sync::Mutex<SharedHealth>,
@@ -242,7 +246,7 @@ impl Fleet {
     pub fn start(
         settings: ClusterSettings,
         state_dir: &Path,
-        zone_files: &[PathBuf],
+        zone_paths: &[PathBuf],
         events: mpsc::UnboundedSender<Event>,
         tenants: TenantIndex,
     ) -> Result<Fleet, String> {
@@ -265,7 +269,9 @@ impl Fleet {
             tenants,
             local,
             started: now_secs(),
-            config_digest: config_digest(zone_files),
+            zone_paths: zone_paths.to_vec(),
+            config_digest: std::sync::Mutex::new(config_digest(zone_paths)),
+            lease: std::sync::atomic::AtomicI64::new(0),
             overrides: tokio::sync::Mutex::new(
                 crate::overrides::load(state_dir).unwrap_or_default(),
             ),
@@ -284,7 +290,32 @@ impl Fleet {
     /// Reads etcd's whole state again soon (after a reload, whose new zones the
     /// watch has not served).
     pub fn request_resync(&self) {
+        let digest = config_digest(&self.inner.zone_paths);
+        if let Ok(mut current) = self.inner.config_digest.lock() {
+            *current = digest;
+        }
         self.inner.resync.notify_one();
+    }
+
+    /// Leaves the fleet at shutdown: revoking the lease removes this node's registry
+    /// entry and verdicts at once, so other nodes take over its probes without waiting
+    /// for the lease to run out.
+    pub async fn leave(&self) {
+        let lease = self
+            .inner
+            .lease
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        if lease == 0 {
+            return;
+        }
+        match tokio::time::timeout(Duration::from_secs(1), self.inner.etcd.lease_revoke(lease))
+            .await
+        {
+            Ok(Ok(())) => tracing::info!("left the fleet"),
+            _ => tracing::info!(
+                "could not tell etcd this node is leaving; its lease runs out on its own"
+            ),
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -405,7 +436,7 @@ impl Fleet {
             "last_error": status.last_error,
             "etcd_revision": revision,
             "etcd_error": error,
-            "config_digest": inner.config_digest,
+            "config_digest": inner.digest(),
             "configs_differ": digests.len() > 1,
             "nodes": nodes,
             "etcd": members,
@@ -479,6 +510,13 @@ pub fn render_view(view: &Value) -> String {
 }
 
 impl Inner {
+    fn digest(&self) -> String {
+        self.config_digest
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.prefix)
     }
@@ -730,6 +768,9 @@ async fn session_inner(
     };
     let lease_ttl = inner.settings.lease.as_secs().max(2) as i64;
     let lease = inner.etcd.lease_grant(lease_ttl).await?;
+    inner
+        .lease
+        .store(lease, std::sync::atomic::Ordering::Relaxed);
     register(inner, lease).await?;
     while let Ok(verdict) = verdicts_rx.try_recv() {
         note_mine(mine, verdict);
@@ -801,6 +842,7 @@ async fn session_inner(
     };
     // A revoked lease removes this node from the registry at once; if etcd is gone the
     // lease expires on its own.
+    inner.lease.store(0, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::time::timeout(Duration::from_millis(500), inner.etcd.lease_revoke(lease)).await;
     result
 }
@@ -842,7 +884,7 @@ async fn register(inner: &Inner, lease: i64) -> Result<(), EtcdError> {
     let entry = json!({
         "node": inner.settings.node,
         "version": env!("CARGO_PKG_VERSION"),
-        "config_digest": inner.config_digest,
+        "config_digest": inner.digest(),
         "revision": inner.status.borrow().changes,
         "started": inner.started,
     });
@@ -1658,14 +1700,25 @@ fn etcd_options(settings: &ClusterSettings) -> Result<EtcdOptions, String> {
     })
 }
 
-/// A digest of the zone configuration (every zone file's bytes, in path order), so the
-/// registry shows when nodes serve different configurations.
-fn config_digest(zone_files: &[PathBuf]) -> String {
-    let mut files: Vec<&PathBuf> = zone_files.iter().collect();
+/// A digest of the zone configuration (every zone file's name and bytes, in path
+/// order; directories as `--zones` reads them, their `*.toml` files), so the registry
+/// shows when nodes serve different configurations.
+fn config_digest(zone_paths: &[PathBuf]) -> String {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for path in zone_paths {
+        match std::fs::read_dir(path) {
+            Ok(dir) => files.extend(
+                dir.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "toml")),
+            ),
+            Err(_) => files.push(path.clone()),
+        }
+    }
     files.sort();
     let mut hasher = crc32fast::Hasher::new();
     let mut total = 0usize;
-    for file in files {
+    for file in &files {
         if let Ok(bytes) = std::fs::read(file) {
             total += bytes.len();
             hasher.update(
