@@ -1072,3 +1072,29 @@ fn without_etcd_a_node_falls_back_to_its_own_health_verdicts() {
     poll("b to lose etcd", || !connected(&b));
     assert!(answers_include(&b, "maj.hc.test.", "192.0.2.1"));
 }
+
+#[test]
+fn a_node_that_stops_leaves_the_registry_at_once() {
+    if !etcd::available("a_node_that_stops_leaves_the_registry_at_once") {
+        return;
+    }
+    let _serial = serial();
+    let cluster = EtcdCluster::start(1);
+    let a_dir = NodeDir::new(&cluster, "a");
+    let b_dir = NodeDir::new(&cluster, "b");
+    let a = a_dir.start();
+    let b = b_dir.start();
+    wait_connected(&[&a, &b]);
+    poll("both registered", || {
+        cluster.get_prefix("/geolb/nodes/").len() == 2
+    });
+    a.signal("TERM");
+    a.wait_log("left the fleet");
+    // Well inside the lease (10 s): the lease was revoked, not left to run out.
+    within(Duration::from_secs(2), "a gone from the registry", || {
+        cluster.get_prefix("/geolb/nodes/").len() == 1
+    });
+    let (_, body) = http(b.admin.unwrap(), "GET", "/v1/cluster", None, None);
+    let view: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{body}");
+}

@@ -229,6 +229,8 @@ struct Inner {
     config_digest: std::sync::Mutex<String>,
     /// The lease of the current session (0: none), revoked when the node leaves.
     lease: std::sync::atomic::AtomicI64,
+    /// The task that follows etcd, stopped when the node leaves.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Overrides as etcd has them, applied in full to the compiler on every change.
     overrides: tokio::sync::Mutex<Overrides>,
     shared_health: std::sync::Mutex<SharedHealth>,
@@ -272,6 +274,7 @@ impl Fleet {
             zone_paths: zone_paths.to_vec(),
             config_digest: std::sync::Mutex::new(config_digest(zone_paths)),
             lease: std::sync::atomic::AtomicI64::new(0),
+            task: std::sync::Mutex::new(None),
             overrides: tokio::sync::Mutex::new(
                 crate::overrides::load(state_dir).unwrap_or_default(),
             ),
@@ -283,7 +286,10 @@ impl Fleet {
         });
         let (verdicts_tx, verdicts_rx) = mpsc::unbounded_channel();
         let _ = inner.events.send(Event::WatchHealth(verdicts_tx));
-        tokio::spawn(run(Arc::clone(&inner), verdicts_rx));
+        let task = tokio::spawn(run(Arc::clone(&inner), verdicts_rx));
+        if let Ok(mut slot) = inner.task.lock() {
+            *slot = Some(task);
+        }
         Ok(Fleet { inner })
     }
 
@@ -301,6 +307,13 @@ impl Fleet {
     /// entry and verdicts at once, so other nodes take over its probes without waiting
     /// for the lease to run out.
     pub async fn leave(&self) {
+        // Stop following etcd first, so that nothing registers this node again. A
+        // change being applied when it stops is in the local copy or not; the revision
+        // recorded is never ahead of it, so a restart applies it again.
+        if let Some(task) = self.inner.task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+            let _ = task.await;
+        }
         let lease = self
             .inner
             .lease
