@@ -1530,10 +1530,17 @@ async fn entry_changes(
         let stage = inner.key(&format!("zones/{zone}/tenants/stage/{id}/"));
         let range = inner.etcd.range_prefix(stage.as_bytes(), revision).await?;
         if range.kvs.len() != n {
-            return Err(EtcdError::Protocol(format!(
-                "tenant batch {id} in zone {zone} names {n} staged chunks, etcd holds {}",
-                range.kvs.len()
-            )));
+            // Someone deleted part of a committed batch by hand. Every node sees the
+            // same and skips it the same way; failing would stop the node from ever
+            // catching up.
+            tracing::error!(
+                zone,
+                batch = id,
+                staged = n,
+                found = range.kvs.len(),
+                "a committed tenant batch in etcd is missing staged chunks; skipping it"
+            );
+            return Ok(Vec::new());
         }
         let mut changes = Vec::new();
         for chunk in &range.kvs {
