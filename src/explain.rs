@@ -364,8 +364,12 @@ fn site_reason(
                     }
                     _ => "in the default region rule".to_string(),
                 },
-                (Some(_), _) if step.distances.iter().any(|(_, km)| km.is_some()) => {
-                    "nearest after the region rule's sites".to_string()
+                (Some((_, list)), _) if step.distances.iter().any(|(_, km)| km.is_some()) => {
+                    if list.is_empty() {
+                        "nearest first".to_string()
+                    } else {
+                        "nearest after the region rule's sites".to_string()
+                    }
                 }
                 (Some(_), _) => "configured order (no distance known)".to_string(),
                 (None, Some(start)) => format!("rotation starts at candidate {}", start + 1),
@@ -382,6 +386,198 @@ fn site_reason(
             }
         }
     }
+}
+
+/// `GET /v1/explain`'s answer as the tables `geolb explain` prints.
+pub fn render(v: &Value) -> String {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_string(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{} {} for client {}\n",
+        text(&v["question"]["name"]),
+        text(&v["question"]["type"]),
+        text(&v["client"]),
+    ));
+    let geoip = &v["geoip"];
+    if geoip["database"] == true {
+        let place = &geoip["place"];
+        let at = if place.is_null() {
+            "unknown place".to_string()
+        } else {
+            format!(
+                "country {}, continent {}, at {}, {}",
+                text(&place["country"]),
+                text(&place["continent"]),
+                text(&place["lat"]),
+                text(&place["lon"]),
+            )
+        };
+        out.push_str(&format!(
+            "geoip: {at} (network /{})\n",
+            text(&geoip["network_prefix"])
+        ));
+    } else {
+        out.push_str("geoip: no database\n");
+    }
+    out.push_str(&format!(
+        "rcode {}, {}authoritative, ECS scope /{}\n",
+        text(&v["rcode"]),
+        if v["authoritative"] == true {
+            ""
+        } else {
+            "not "
+        },
+        text(&v["ecs_scope"]),
+    ));
+    for section in ["answer", "authority", "additional"] {
+        let records = v[section].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if records.is_empty() {
+            continue;
+        }
+        out.push_str(&format!("{section}:\n"));
+        for record in records {
+            out.push_str(&format!("  {}\n", text(record)));
+        }
+    }
+    let decision = &v["decision"];
+    let tenant = &decision["tenant"];
+    if !tenant.is_null() {
+        let listed = if tenant["listed"] == true {
+            ""
+        } else {
+            " (not in the map: the default shard)"
+        };
+        out.push_str(&format!(
+            "\ntenant {} of zone {}: shard {}{listed}\n",
+            text(&tenant["tenant"]),
+            text(&tenant["zone"]),
+            text(&tenant["shard"]),
+        ));
+    }
+    let pools = decision["pools"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    if pools.is_empty() {
+        out.push_str("\nno pool answered this question\n");
+    }
+    for pool in pools {
+        let which = if pool["shard"].is_null() {
+            format!("pool {}", text(&pool["pool"]))
+        } else {
+            format!("shard {}", text(&pool["shard"]))
+        };
+        let additional = if pool["additional"] == true {
+            " (additional section)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "\n{which} of zone {} for {} {}{additional}: policy {}, answers {}, when_all_down = {}\n",
+            text(&pool["zone"]),
+            text(&pool["name"]),
+            text(&pool["family"]),
+            text(&pool["policy"]),
+            text(&pool["answers"]),
+            text(&pool["when_all_down"]),
+        ));
+        match pool["failed"].as_str() {
+            Some("open") => out.push_str(
+                "every site is down: the pool fails open (down sites answer, drained ones never)\n",
+            ),
+            Some("closed") => {
+                out.push_str("every site is down: the pool fails closed (no address)\n")
+            }
+            _ => {}
+        }
+        let region = &pool["region"];
+        if !region.is_null() {
+            let sites: Vec<String> = region["sites"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            let sites = if sites.is_empty() {
+                "no candidate".to_string()
+            } else {
+                sites.join(", ")
+            };
+            match region["rule"].as_str() {
+                Some("none") => {
+                    out.push_str("region rule: none applies; sites by distance from the client\n")
+                }
+                Some(rule) => out.push_str(&format!(
+                    "region rule: {rule}{} -> {sites}, then the rest by distance\n",
+                    region["key"]
+                        .as_str()
+                        .map(|k| format!(" {k}"))
+                        .unwrap_or_default(),
+                )),
+                None => {}
+            }
+        }
+        if let Some(start) = pool["rotation"].as_u64() {
+            out.push_str(&format!(
+                "rotation: the next query starts at candidate {}\n",
+                start + 1
+            ));
+        }
+        let policy = pool["policy"].as_str().unwrap_or("");
+        let metric = match policy {
+            "geo" => "DISTANCE_KM",
+            "weighted" => "WEIGHT (SHARE)",
+            "hash" => "SCORE",
+            _ => "",
+        };
+        let value = |site: &Value| match policy {
+            "geo" => text(&site["distance_km"]),
+            "weighted" => match site["share"].as_f64() {
+                Some(share) => format!("{} ({:.1}%)", text(&site["weight"]), share * 100.0),
+                None => text(&site["weight"]),
+            },
+            "hash" => text(&site["score"]),
+            _ => String::new(),
+        };
+        let sites = pool["sites"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let name_width = sites
+            .iter()
+            .map(|s| text(&s["site"]).len())
+            .chain([4])
+            .max()
+            .unwrap_or(4);
+        out.push_str(&format!(
+            "  {:<name_width$}  {:<7}  {:<8}  {:<16}  {:<4}  {}\n",
+            "SITE", "STATE", "OVERRIDE", metric, "RANK", "RESULT"
+        ));
+        for site in sites {
+            let addresses: Vec<String> = site["answered"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            let result = if addresses.is_empty() {
+                text(&site["reason"])
+            } else {
+                format!("{}: {}", text(&site["reason"]), addresses.join(" "))
+            };
+            out.push_str(&format!(
+                "  {:<name_width$}  {:<7}  {:<8}  {:<16}  {:<4}  {}\n",
+                text(&site["site"]),
+                text(&site["state"]),
+                text(&site["override"]),
+                value(site),
+                text(&site["rank"]),
+                result,
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
