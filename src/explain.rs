@@ -943,6 +943,41 @@ mod tests {
         assert_eq!(report["pools"], json!([]));
     }
 
+    /// `answer = "address"`: the tenant's shard pool answers at the tenant name itself;
+    /// an unlisted tenant is served by `default_shard`, and the report says so.
+    #[test]
+    fn an_address_tenant_and_the_default_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone = dir.path().join("ad.test.toml");
+        std::fs::write(
+            &zone,
+            "[zone]\norigin = \"ad.test\"\nns = [\"ns1\"]\n\
+             [[records]]\nname = \"ns1\"\ntype = \"A\"\ndata = \"192.0.2.53\"\n\
+             [sites.a]\naddresses = [\"192.0.2.1\"]\n\
+             [sites.b]\naddresses = [\"192.0.2.2\", \"192.0.2.3\"]\n\
+             [sharding]\ntenants = \"ad.tenants\"\nanswer = \"address\"\ndefault_shard = \"s2\"\n\
+             [shards.s1]\nsites = [\"a\"]\n[shards.s2]\nsites = [\"b\"]\nanswers = 1\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ad.tenants"), "acme = \"s1\"\n").unwrap();
+        let snap = example(&[zone]);
+        let (answer, report) = explain(&snap, "acme.tenant.ad.test.", RecordType::A, "127.0.4.1");
+        assert_eq!(report["tenant"]["shard"], "s1");
+        assert_eq!(report["tenant"]["listed"], true);
+        let pool = &report["pools"][0];
+        assert_eq!(pool["name"], "acme.tenant.ad.test.");
+        assert_eq!(pool["shard"], "s1");
+        assert_eq!(answered(&answer, pool), ["192.0.2.1"]);
+        let (answer, report) = explain(&snap, "zork.tenant.ad.test.", RecordType::A, "127.0.4.1");
+        assert_eq!(report["tenant"]["tenant"], "zork");
+        assert_eq!(report["tenant"]["shard"], "s2");
+        assert_eq!(report["tenant"]["listed"], false);
+        let pool = &report["pools"][0];
+        // Site b has two addresses and the shard answers one: the second is left out.
+        assert_eq!(answered(&answer, pool), ["192.0.2.2"]);
+        assert_eq!(reason(pool, "b"), "answered (rank 1: configured order)");
+    }
+
     #[test]
     fn a_site_without_an_address_of_the_family_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
