@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::{Control, ControlError, TenantChange};
-use crate::dns::lookup::{self, Client};
+use crate::dns::lookup::Client;
 use crate::dns::{Ecs, mask};
 use crate::overrides::Override;
 use crate::server::conns::{ConnStats, Guard, Limits, Registry};
@@ -879,7 +879,9 @@ fn default_type() -> String {
 }
 
 /// "What would client X get, and why": the answer, the client's place, the ECS scope,
-/// and the state of every site of the zone.
+/// and the decision (`explain::report`): the tenant and shard, each pool's policy,
+/// region rule, every site's state, distance, weight or score, and why it was answered
+/// or skipped, recorded by the lookup that answered.
 async fn explain(State(ctx): State<Ctx>, Query(q): Query<ExplainQuery>) -> Response {
     let Ok(name) = Name::from_str(&q.name) else {
         return error(
@@ -910,7 +912,13 @@ async fn explain(State(ctx): State<Ctx>, Query(q): Query<ExplainQuery>) -> Respo
     };
     let snapshot = ctx.control.shared.load();
     let client = Client::new(src, ecs);
-    let answer = lookup::lookup(&snapshot, &name, rtype, &client);
+    let (answer, decision) = crate::explain::decide(&snapshot, &name, rtype, &client);
+    let overrides = ctx
+        .control
+        .overrides
+        .lock()
+        .map(|o| o.clone())
+        .unwrap_or_default();
     let located = snapshot.geo.as_ref().map(|db| db.lookup(client.addr));
     let place = located.and_then(|l| l.place).map(|p| {
         json!({
@@ -943,6 +951,8 @@ async fn explain(State(ctx): State<Ctx>, Query(q): Query<ExplainQuery>) -> Respo
         },
         "answer": records(&answer.answers),
         "authority": records(&answer.authority),
+        "additional": records(&[&answer.additional[..], &answer.extra[..]].concat()),
+        "decision": crate::explain::report(&snapshot, &decision, &overrides),
     }))
     .into_response()
 }

@@ -65,7 +65,6 @@ impl FromStr for Code2 {
 }
 
 /// Mean earth radius (IUGG), in km.
-#[cfg(test)]
 const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// Degrees.
@@ -109,8 +108,8 @@ impl Unit {
     }
 
     /// Great-circle distance in km, from the chord between the points (the arc cosine
-    /// of `closeness` would lose precision for points close together).
-    #[cfg(test)]
+    /// of `closeness` would lose precision for points close together). The geo policy
+    /// compares `closeness`; this is for explaining its order.
     pub fn distance_km(&self, other: &Unit) -> f64 {
         let (a, b) = (self.0, other.0);
         let chord = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();

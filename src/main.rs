@@ -31,6 +31,25 @@ enum Command {
     /// Look at the fleet through a running node's admin API.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// What a client would get for a question from a running server, and why: the
+    /// pool or tenant and shard, the policy, every site with its state and distance,
+    /// weight or score, the region rule, and why each site was answered or skipped.
+    Explain {
+        /// The name asked.
+        name: String,
+        /// The type asked.
+        #[arg(default_value = "A")]
+        rtype: String,
+        /// The client: an address (the query's source), or address/prefix (an EDNS
+        /// Client Subnet option from a resolver at 127.0.0.1); default 127.0.0.1.
+        #[arg(long, value_name = "IP")]
+        client: Option<String>,
+        #[command(flatten)]
+        target: AdminAddr,
+        /// Print the JSON the admin API returned instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -159,7 +178,58 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Explain {
+            name,
+            rtype,
+            client,
+            target,
+            json,
+        } => match explain(&name, &rtype, client.as_deref(), &target, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn explain(
+    name: &str,
+    rtype: &str,
+    client: Option<&str>,
+    target: &AdminAddr,
+    as_json: bool,
+) -> Result<(), String> {
+    let admin = Admin::for_addr(target, std::time::Duration::from_secs(30))?;
+    let mut path = format!(
+        "/v1/explain?name={}&type={}",
+        query_escape(name),
+        query_escape(rtype)
+    );
+    if let Some(client) = client {
+        path.push_str(&format!("&client={}", query_escape(client)));
+    }
+    let view = admin.call("GET", &path, None)?;
+    if as_json {
+        println!("{view:#}");
+        return Ok(());
+    }
+    print!("{}", geolb::explain::render(&view));
+    Ok(())
+}
+
+/// Percent-encodes a query parameter (RFC 3986: all but the unreserved characters).
+fn query_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 fn tenants(command: TenantsCommand) -> Result<(), String> {
@@ -249,6 +319,15 @@ impl Admin {
         })
     }
 
+    fn for_addr(target: &AdminAddr, timeout: std::time::Duration) -> Result<Admin, String> {
+        Admin::new(
+            target.admin,
+            target.token_file.as_ref(),
+            target.config.as_ref(),
+            timeout,
+        )
+    }
+
     fn for_target(target: &AdminTarget, timeout: std::time::Duration) -> Result<Admin, String> {
         Admin::new(
             target.admin,
@@ -319,12 +398,7 @@ impl Admin {
 }
 
 fn cluster_status(target: &AdminAddr, as_json: bool) -> Result<(), String> {
-    let admin = Admin::new(
-        target.admin,
-        target.token_file.as_ref(),
-        target.config.as_ref(),
-        std::time::Duration::from_secs(30),
-    )?;
+    let admin = Admin::for_addr(target, std::time::Duration::from_secs(30))?;
     let view = admin.call("GET", "/v1/cluster", None)?;
     if as_json {
         println!("{view:#}");

@@ -491,20 +491,28 @@ fn pool_def(pool: &model::Pool, is_shard: bool) -> PoolDef {
 
 /// Builds every pool's candidates from the sites' states (indexed like `zone.sites`).
 pub fn compile_pools(zone: &StaticZone, states: &[SiteState]) -> PoolSet {
-    let state = |site: SiteIdx| {
-        states
-            .get(usize::from(site))
-            .copied()
-            .unwrap_or(SiteState::Up)
-    };
     let pools = zone
         .pools
         .iter()
         .map(|pool| {
-            let has_v4 = |s: SiteIdx| !zone.sites[usize::from(s)].v4.is_empty();
-            let has_v6 = |s: SiteIdx| !zone.sites[usize::from(s)].v6.is_empty();
-            let (v4, all_down_v4) = candidates(pool, &state, &has_v4);
-            let (v6, all_down_v6) = candidates(pool, &state, &has_v6);
+            let (v4, all_down_v4) = candidates(&admissions(zone, states, pool, true));
+            let (v6, all_down_v6) = candidates(&admissions(zone, states, pool, false));
+            let regions = |chosen: &Candidates| -> Box<[(RegionKey, Box<[SiteIdx]>)]> {
+                pool.regions
+                    .iter()
+                    .map(|(key, list)| {
+                        let filtered: Box<[SiteIdx]> = list
+                            .iter()
+                            .copied()
+                            .filter(|s| chosen.sites.contains(s))
+                            .collect();
+                        (*key, filtered)
+                    })
+                    .collect()
+            };
+            let (mut v4, mut v6) = (v4, v6);
+            v4.regions = regions(&v4);
+            v6.regions = regions(&v6);
             PoolSnap {
                 v4,
                 v6,
@@ -517,50 +525,102 @@ pub fn compile_pools(zone: &StaticZone, states: &[SiteState]) -> PoolSet {
     PoolSet { pools }
 }
 
-fn candidates(
-    pool: &PoolDef,
-    state: &dyn Fn(SiteIdx) -> SiteState,
-    has_family: &dyn Fn(SiteIdx) -> bool,
-) -> (Candidates, bool) {
-    let family: Vec<SiteIdx> = pool
+/// Whether a pool's site is a candidate for one address family, and why (not): the
+/// one rule behind `compile_pools`, which explain reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Up: a candidate.
+    Up,
+    /// Down, yet a candidate: no site of the family is up and the pool fails open
+    /// (`when_all_down = "all"`).
+    FailOpen,
+    /// Down (by its probes or an override): not a candidate.
+    Down,
+    /// Drained: never a candidate, not even when the pool fails open.
+    Drained,
+    /// The site has no address of the family.
+    NoAddress,
+}
+
+impl Admission {
+    pub fn is_candidate(self) -> bool {
+        matches!(self, Admission::Up | Admission::FailOpen)
+    }
+}
+
+/// Every site of a pool, in configured order, with its admission for one family (`v4`:
+/// IPv4, else IPv6), and whether no site of the family was up (the pool failed open or
+/// closed by `when_all_down`).
+pub struct Admissions {
+    pub sites: Vec<(SiteIdx, Admission)>,
+    pub all_down: bool,
+}
+
+pub fn admissions(zone: &StaticZone, states: &[SiteState], pool: &PoolDef, v4: bool) -> Admissions {
+    let state = |site: SiteIdx| {
+        states
+            .get(usize::from(site))
+            .copied()
+            .unwrap_or(SiteState::Up)
+    };
+    let has_family = |site: SiteIdx| {
+        zone.sites.get(usize::from(site)).is_some_and(|s| {
+            if v4 {
+                !s.v4.is_empty()
+            } else {
+                !s.v6.is_empty()
+            }
+        })
+    };
+    let any_up = pool
         .sites
         .iter()
-        .copied()
-        .filter(|s| has_family(*s))
-        .collect();
-    let up: Vec<SiteIdx> = family
+        .any(|&s| has_family(s) && state(s) == SiteState::Up);
+    let any_of_family = pool.sites.iter().any(|&s| has_family(s));
+    let all_down = any_of_family && !any_up;
+    let sites = pool
+        .sites
         .iter()
-        .copied()
-        .filter(|s| state(*s) == SiteState::Up)
-        .collect();
-    let all_down = up.is_empty() && !family.is_empty();
-    let chosen: Vec<SiteIdx> = match (all_down, pool.when_all_down) {
-        (false, _) => up,
-        (true, AllDown::All) => family
-            .into_iter()
-            .filter(|s| state(*s) != SiteState::Drain)
-            .collect(),
-        (true, AllDown::None) => Vec::new(),
-    };
-    let regions = pool
-        .regions
-        .iter()
-        .map(|(key, list)| {
-            let filtered: Box<[SiteIdx]> = list
-                .iter()
-                .copied()
-                .filter(|s| chosen.contains(s))
-                .collect();
-            (*key, filtered)
+        .map(|&site| {
+            let admission = match (has_family(site), state(site)) {
+                (false, _) => Admission::NoAddress,
+                (true, SiteState::Up) => Admission::Up,
+                (true, SiteState::Drain) => Admission::Drained,
+                (true, SiteState::Down) => match pool.when_all_down {
+                    AllDown::All if all_down => Admission::FailOpen,
+                    _ => Admission::Down,
+                },
+            };
+            (site, admission)
         })
+        .collect();
+    Admissions { sites, all_down }
+}
+
+/// A family's candidates (regions still to fill) and whether it had no site up.
+fn candidates(admissions: &Admissions) -> (Candidates, bool) {
+    let chosen: Box<[SiteIdx]> = admissions
+        .sites
+        .iter()
+        .filter(|(_, a)| a.is_candidate())
+        .map(|(s, _)| *s)
         .collect();
     (
         Candidates {
-            sites: chosen.into_boxed_slice(),
-            regions,
+            sites: chosen,
+            regions: Box::new([]),
         },
-        all_down,
+        admissions.all_down,
     )
+}
+
+impl ZoneSnap {
+    /// A pool's admissions for one family, from the states its candidates were compiled
+    /// from.
+    pub fn admissions(&self, pool: PoolIdx, v4: bool) -> Option<Admissions> {
+        let def = self.zone.pools.get(usize::from(pool))?;
+        Some(admissions(&self.zone, &self.states, def, v4))
+    }
 }
 
 impl Snapshot {

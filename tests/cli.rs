@@ -214,6 +214,127 @@ fn explain_says_what_a_client_gets_and_why() {
     assert_eq!(v["geoip"]["place"]["country"], "JP");
     assert_eq!(v["ecs_scope"], 24);
     assert_eq!(v["answer"][0], "www.example.test. 30 A 203.0.113.10");
+    let pool = &v["decision"]["pools"][0];
+    assert_eq!(pool["pool"], "web");
+    assert_eq!(pool["region"]["rule"], "none");
+    assert_eq!(pool["sites"][2]["site"], "sin1");
+    assert_eq!(pool["sites"][2]["rank"], 1);
+}
+
+/// `geolb explain` prints the decision as tables, through the admin API with a token:
+/// the pool, the region rule, every site's state, distance and reason, and a drained
+/// site skipped; `--json` prints the API's answer.
+#[test]
+fn explain_command_prints_the_reasons() {
+    let dir = TempDir::new("explain");
+    let token = dir.write("token", "s3cret\n");
+    let zones = example_zones();
+    let config = dir.write(
+        "geolb.toml",
+        &format!(
+            "zones = [\"{}\"]\ngeoip = \"{}\"\nadmin_token_file = \"{}\"\n",
+            zones.0.display(),
+            repo("geoip/demo.mmdb").display(),
+            token.display()
+        ),
+    );
+    let s = TestServer::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    let admin = s.admin.unwrap().to_string();
+    let token = token.to_str().unwrap();
+    let explain = |args: &[&str]| {
+        let mut all = vec!["explain"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--admin", &admin, "--token-file", token]);
+        geolb(&all)
+    };
+    // Tokyo: sin1 then ams1 by distance; nyc1 is beyond `answers`.
+    let (code, out, err) = explain(&["www.example.test", "--client", "127.0.4.0/24"]);
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "www.example.test. A for client 127.0.4.0",
+        "geoip: country JP, continent AS",
+        "  www.example.test. 30 A 203.0.113.10",
+        "pool web of zone example.test for www.example.test. A: policy geo, answers 2, when_all_down = all",
+        "region rule: none applies; sites by distance from the client",
+        "SITE  STATE    OVERRIDE  DISTANCE_KM",
+    ] {
+        assert!(out.contains(line), "{line:?} not in\n{out}");
+    }
+    let row = |out: &str, site: &str| -> String {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{site} ")))
+            .unwrap_or_else(|| panic!("no row for {site} in\n{out}"))
+            .to_string()
+    };
+    let sin1 = row(&out, "sin1");
+    assert!(sin1.contains(" up "), "{sin1}");
+    assert!(sin1.contains("5311.4"), "{sin1}");
+    assert!(
+        sin1.contains("answered (rank 1: nearest first): 203.0.113.10"),
+        "{sin1}"
+    );
+    assert!(
+        row(&out, "nyc1").contains("skipped: beyond answers = 2"),
+        "{out}"
+    );
+
+    // Drain ams1: it is skipped, and nyc1 answers in its place.
+    let (status, body) = http(
+        s.admin.unwrap(),
+        "PUT",
+        "/v1/zones/example.test/sites/ams1/override",
+        Some(r#"{"state": "drain"}"#),
+        Some("s3cret"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (code, out, err) = explain(&["www.example.test", "A", "--client", "127.0.4.0/24"]);
+    assert_eq!(code, 0, "{err}");
+    let ams1 = row(&out, "ams1");
+    assert!(ams1.contains("drained  drain"), "{ams1}");
+    assert!(ams1.contains("skipped: drained"), "{ams1}");
+    assert!(
+        row(&out, "nyc1").contains("answered (rank 2: nearest first): 198.51.100.10"),
+        "{out}"
+    );
+
+    // A tenant: its shard and the shard's pool.
+    let (code, out, err) = explain(&["acme.tenant.example.test", "--client", "127.0.4.1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("tenant acme of zone example.test: shard us"),
+        "{out}"
+    );
+    assert!(
+        out.contains("shard us of zone example.test for us.shard.example.test. A: policy failover"),
+        "{out}"
+    );
+
+    // --json is the API's answer, old fields and the decision.
+    let (code, out, err) = explain(&[
+        "login.example.test",
+        "AAAA",
+        "--client",
+        "2001:db8:4::1",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["question"]["type"], "AAAA");
+    assert_eq!(v["decision"]["pools"][0]["policy"], "hash");
+    assert_eq!(v["decision"]["pools"][0]["ecs_scope"], 56);
+
+    // Errors: a wrong token, a bad type.
+    let (code, _, err) = geolb(&["explain", "www.example.test", "--admin", &admin]);
+    assert_eq!(code, 1);
+    assert!(err.contains("token"), "{err}");
+    let (code, _, err) = explain(&["www.example.test", "NOPE"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown type \"NOPE\""), "{err}");
 }
 
 #[test]

@@ -12,8 +12,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{Ecs, with_owner};
 use crate::geo::{Found, Place};
-use crate::model::{Policy, PoolIdx};
-use crate::policy::{self, Picks};
+use crate::model::{Policy, PoolIdx, SiteIdx};
+use crate::policy::{self, NoRecord, Picks, Recorder};
 use crate::snapshot::{Node, SiteSnap, Snapshot, StaticZone, ZoneSnap, parent_key, wire_key};
 use crate::tenants::ShardIdx;
 
@@ -125,8 +125,37 @@ impl Answer {
     }
 }
 
+/// What a lookup reports about its decision, for explain: the names it walks, the
+/// tenant it finds, and every pool pick (with the policy's own reports, `Recorder`).
+/// The query path passes `NoRecord`, which records nothing and costs nothing.
+pub(crate) trait Trace: Recorder {
+    /// The lookup answers at `owner` next: the question's name, then each CNAME target
+    /// within the zone; `additional` for the in-zone target of an MX, SRV or NS record.
+    fn name(&mut self, _owner: &Name, _additional: bool) {}
+    /// `owner` is a tenant name: `label` served from `shard` (`listed`: the tenant is in
+    /// the map, else the default shard answers for it).
+    fn tenant(&mut self, _zone: &ZoneSnap, _label: &[u8], _shard: ShardIdx, _listed: bool) {}
+    /// A pool is about to pick for one family (`v4`: A, else AAAA).
+    fn pool(&mut self, _zone: &ZoneSnap, _pool: PoolIdx, _v4: bool) {}
+    /// What the pool picked.
+    fn picked(&mut self, _pick: &PoolPick<'_, '_>) {}
+}
+
+impl Trace for NoRecord {}
+
 /// Answers `qname`/`qtype` from the snapshot.
 pub fn lookup(snapshot: &Snapshot, qname: &Name, qtype: RecordType, client: &Client) -> Answer {
+    lookup_recorded(snapshot, qname, qtype, client, &mut NoRecord)
+}
+
+/// `lookup`, reporting its decision to `rec` (explain).
+pub(crate) fn lookup_recorded<R: Trace>(
+    snapshot: &Snapshot,
+    qname: &Name,
+    qtype: RecordType,
+    client: &Client,
+    rec: &mut R,
+) -> Answer {
     let key = wire_key(qname);
     let Some(mut zone) = snapshot.find_zone(&key) else {
         return Answer::rcode(ResponseCode::Refused);
@@ -145,7 +174,19 @@ pub fn lookup(snapshot: &Snapshot, qname: &Name, qtype: RecordType, client: &Cli
     let mut owner = qname.clone();
     let mut key = key;
     for _ in 0..MAX_CNAME_CHAIN {
-        match step(snapshot, zone, &key, &owner, qtype, client, &mut answer) {
+        if R::ACTIVE {
+            rec.name(&owner, false);
+        }
+        match step(
+            snapshot,
+            zone,
+            &key,
+            &owner,
+            qtype,
+            client,
+            &mut answer,
+            rec,
+        ) {
             Step::Done => break,
             Step::Follow(target) => {
                 // Chase only within this zone; a resolver follows the rest.
@@ -161,7 +202,7 @@ pub fn lookup(snapshot: &Snapshot, qname: &Name, qtype: RecordType, client: &Cli
         }
     }
     if matches!(qtype, RecordType::MX | RecordType::SRV | RecordType::NS) {
-        target_addresses(snapshot, zone, client, &mut answer);
+        target_addresses(snapshot, zone, client, &mut answer, rec);
     }
     answer
 }
@@ -170,7 +211,13 @@ pub fn lookup(snapshot: &Snapshot, qname: &Name, qtype: RecordType, client: &Cli
 /// in-zone targets of the MX, SRV and NS records in the answer (a pool's picks for
 /// this client, widening the scope), each target once, in answer order. Names below a
 /// zone cut are not ours to answer for and are left out.
-fn target_addresses(snapshot: &Snapshot, zone: &ZoneSnap, client: &Client, answer: &mut Answer) {
+fn target_addresses<R: Trace>(
+    snapshot: &Snapshot,
+    zone: &ZoneSnap,
+    client: &Client,
+    answer: &mut Answer,
+    rec: &mut R,
+) {
     let z = &zone.zone;
     let mut seen: Vec<Box<[u8]>> = Vec::new();
     let mut extra = Vec::new();
@@ -191,11 +238,16 @@ fn target_addresses(snapshot: &Snapshot, zone: &ZoneSnap, client: &Client, answe
         let Some(node) = z.nodes.get(&key) else {
             continue;
         };
+        if R::ACTIVE {
+            rec.name(target, true);
+        }
         match node.pool {
             Some(pool) => {
                 for v4 in [true, false] {
                     let mut picks = Picks::default();
-                    let Some(pick) = pick_pool(snapshot, zone, pool, v4, client, &mut picks) else {
+                    let Some(pick) =
+                        pick_pool_recorded(snapshot, zone, pool, v4, client, &mut picks, rec)
+                    else {
                         continue;
                     };
                     let before = extra.len();
@@ -228,7 +280,8 @@ enum Step {
     Follow(Name),
 }
 
-fn step(
+#[allow(clippy::too_many_arguments)]
+fn step<R: Trace>(
     snapshot: &Snapshot,
     zone: &ZoneSnap,
     key: &[u8],
@@ -236,6 +289,7 @@ fn step(
     qtype: RecordType,
     client: &Client,
     answer: &mut Answer,
+    rec: &mut R,
 ) -> Step {
     let z = &zone.zone;
     if let Some(cut) = find_cut(z, key) {
@@ -254,15 +308,23 @@ fn step(
         return Step::Done;
     }
     if let Some(node) = z.nodes.get(key) {
-        return answer_node(snapshot, zone, node, owner, qtype, client, answer);
+        return answer_node(snapshot, zone, node, owner, qtype, client, answer, rec);
     }
     if let Some(shard) = tenant_shard(zone, key) {
-        return answer_tenant(snapshot, zone, shard, owner, qtype, client, answer);
+        if R::ACTIVE {
+            let label = key
+                .first()
+                .and_then(|&len| key.get(1..1 + usize::from(len)))
+                .unwrap_or(&[]);
+            let listed = zone.tenants.get_ascii_lowercase(label).is_some();
+            rec.tenant(zone, label, shard, listed);
+        }
+        return answer_tenant(snapshot, zone, shard, owner, qtype, client, answer, rec);
     }
     if z.has_wildcards
         && let Some(node) = find_wildcard(z, key)
     {
-        return answer_node(snapshot, zone, node, owner, qtype, client, answer);
+        return answer_node(snapshot, zone, node, owner, qtype, client, answer, rec);
     }
     negative(z, ResponseCode::NXDomain, answer);
     Step::Done
@@ -328,7 +390,8 @@ pub(crate) fn find_wildcard<'z>(zone: &'z StaticZone, key: &[u8]) -> Option<&'z 
     }
 }
 
-fn answer_node(
+#[allow(clippy::too_many_arguments)]
+fn answer_node<R: Trace>(
     snapshot: &Snapshot,
     zone: &ZoneSnap,
     node: &Node,
@@ -336,6 +399,7 @@ fn answer_node(
     qtype: RecordType,
     client: &Client,
     answer: &mut Answer,
+    rec: &mut R,
 ) -> Step {
     let z = &zone.zone;
     if qtype == RecordType::ANY {
@@ -353,7 +417,7 @@ fn answer_node(
         return Step::Done;
     }
     if let (Some(pool), RecordType::A | RecordType::AAAA) = (node.pool, qtype) {
-        if !answer_pool(snapshot, zone, pool, owner, qtype, client, answer) {
+        if !answer_pool(snapshot, zone, pool, owner, qtype, client, answer, rec) {
             negative(z, ResponseCode::NoError, answer);
         }
         return Step::Done;
@@ -396,7 +460,8 @@ fn negative(zone: &StaticZone, rcode: ResponseCode, answer: &mut Answer) {
 }
 
 /// Adds the pool's addresses for `qtype`; false when it has none (NODATA).
-fn answer_pool(
+#[allow(clippy::too_many_arguments)]
+fn answer_pool<R: Trace>(
     snapshot: &Snapshot,
     zone: &ZoneSnap,
     pool_idx: PoolIdx,
@@ -404,10 +469,12 @@ fn answer_pool(
     qtype: RecordType,
     client: &Client,
     answer: &mut Answer,
+    rec: &mut R,
 ) -> bool {
     let mut picks = Picks::default();
     let v4 = qtype == RecordType::A;
-    let Some(pick) = pick_pool(snapshot, zone, pool_idx, v4, client, &mut picks) else {
+    let Some(pick) = pick_pool_recorded(snapshot, zone, pool_idx, v4, client, &mut picks, rec)
+    else {
         return false;
     };
     answer.widen_scope(pick.scope);
@@ -440,18 +507,28 @@ pub(crate) struct PoolPick<'z, 'p> {
 impl PoolPick<'_, '_> {
     /// The addresses to answer, best first, at most the pool's `answers`.
     pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addresses_by_site().map(|(_, ip)| ip)
+    }
+
+    /// `addresses`, each with the site it belongs to.
+    pub fn addresses_by_site(&self) -> impl Iterator<Item = (SiteIdx, IpAddr)> + '_ {
         let v4 = self.v4;
         self.picks
             .as_slice()
             .iter()
-            .filter_map(|&site| self.sites.get(usize::from(site)))
-            .flat_map(move |site| {
+            .filter_map(|&idx| Some((idx, self.sites.get(usize::from(idx))?)))
+            .flat_map(move |(idx, site)| {
                 let (v4s, v6s): (&[Ipv4Addr], &[Ipv6Addr]) =
                     if v4 { (&site.v4, &[]) } else { (&[], &site.v6) };
-                let v4s = v4s.iter().map(|ip| IpAddr::V4(*ip));
-                v4s.chain(v6s.iter().map(|ip| IpAddr::V6(*ip)))
+                let v4s = v4s.iter().map(move |ip| (idx, IpAddr::V4(*ip)));
+                v4s.chain(v6s.iter().map(move |ip| (idx, IpAddr::V6(*ip))))
             })
             .take(self.want)
+    }
+
+    /// The sites the policy ordered, best first (at most `answers`).
+    pub fn sites(&self) -> &[SiteIdx] {
+        self.picks.as_slice()
     }
 }
 
@@ -466,40 +543,63 @@ pub(crate) fn pick_pool<'z, 'p>(
     client: &Client,
     picks: &'p mut Picks,
 ) -> Option<PoolPick<'z, 'p>> {
+    pick_pool_recorded(snapshot, zone, pool_idx, v4, client, picks, &mut NoRecord)
+}
+
+/// `pick_pool`, reporting the pick and the policy's reasons to `rec`.
+#[inline(always)]
+pub(crate) fn pick_pool_recorded<'z, 'p, R: Trace>(
+    snapshot: &Snapshot,
+    zone: &'z ZoneSnap,
+    pool_idx: PoolIdx,
+    v4: bool,
+    client: &Client,
+    picks: &'p mut Picks,
+    rec: &mut R,
+) -> Option<PoolPick<'z, 'p>> {
     let z = &zone.zone;
     let def = z.pools.get(usize::from(pool_idx))?;
     let pool = zone.pools.pools.get(usize::from(pool_idx))?;
     let cands = if v4 { &pool.v4 } else { &pool.v6 };
     picks.clear();
+    if R::ACTIVE {
+        rec.pool(zone, pool_idx, v4);
+    }
     let want = def.answers;
     let mut scope = 0;
     match def.policy {
         Policy::Geo => {
             let (place, prefix_len) = client.locate(snapshot);
-            policy::geo::order(cands, &z.facts, place, want, picks);
+            policy::geo::order_recorded(cands, &z.facts, place, want, picks, rec);
             // RFC 7871 section 7.2.1: the answer holds for the whole GeoIP network.
             scope = prefix_len;
         }
-        Policy::Weighted => policy::weighted::order(cands, &z.facts, want, picks),
-        Policy::RoundRobin => policy::round_robin::order(cands, &pool.rotation, want, picks),
+        Policy::Weighted => policy::weighted::order_recorded(cands, &z.facts, want, picks, rec),
+        Policy::RoundRobin => {
+            policy::round_robin::order_recorded(cands, &pool.rotation, want, picks, rec)
+        }
         Policy::Failover => policy::failover::order(cands, want, picks),
         Policy::Hash => {
             let key = policy::hash::client_key(client.addr);
-            policy::hash::order(cands, &z.facts, key, want, picks);
+            policy::hash::order_recorded(cands, &z.facts, key, want, picks, rec);
             scope = match client.addr {
                 IpAddr::V4(_) => policy::hash::V4_PREFIX,
                 IpAddr::V6(_) => policy::hash::V6_PREFIX,
             };
         }
     }
-    Some(PoolPick {
+    let pick = PoolPick {
         picks,
         sites: &z.sites,
         want,
         v4,
         ttl: def.ttl,
         scope,
-    })
+    };
+    if R::ACTIVE {
+        rec.picked(&pick);
+    }
+    Some(pick)
 }
 
 /// The shard of a tenant name (`<tenant>.<tenant_suffix>`), or of the default shard
@@ -516,7 +616,8 @@ pub(crate) fn tenant_shard(zone: &ZoneSnap, key: &[u8]) -> Option<ShardIdx> {
         .or(sharding.default_shard.map(ShardIdx))
 }
 
-fn answer_tenant(
+#[allow(clippy::too_many_arguments)]
+fn answer_tenant<R: Trace>(
     snapshot: &Snapshot,
     zone: &ZoneSnap,
     shard: ShardIdx,
@@ -524,6 +625,7 @@ fn answer_tenant(
     qtype: RecordType,
     client: &Client,
     answer: &mut Answer,
+    rec: &mut R,
 ) -> Step {
     let z = &zone.zone;
     let Some(sharding) = z.sharding.as_ref() else {
@@ -552,7 +654,7 @@ fn answer_tenant(
         crate::model::TenantAnswer::Address => {
             let start = answer.answers.len();
             if !matches!(qtype, RecordType::A | RecordType::AAAA)
-                || !answer_pool(snapshot, zone, *pool, owner, qtype, client, answer)
+                || !answer_pool(snapshot, zone, *pool, owner, qtype, client, answer, rec)
             {
                 negative(z, ResponseCode::NoError, answer);
             }

@@ -2,6 +2,8 @@
 
 use super::{Candidates, Picks};
 
+/// Failover bases its order on nothing but the configuration: there is nothing to
+/// record beyond the candidates themselves.
 pub fn order(cands: &Candidates, want: usize, out: &mut Picks) {
     for &site in cands.sites.iter().take(want) {
         out.push(site);

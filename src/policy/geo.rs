@@ -6,7 +6,7 @@
 //! then the configured order. Sites without a location sort after located ones, in
 //! configured order.
 
-use super::{Candidates, Picks, SiteFacts};
+use super::{Candidates, NoRecord, Picks, Recorder, SiteFacts};
 use crate::geo::Place;
 use crate::model::{MAX_POOL_SITES, RegionKey};
 
@@ -17,17 +17,38 @@ pub fn order(
     want: usize,
     out: &mut Picks,
 ) {
+    order_recorded(cands, facts, place, want, out, &mut NoRecord);
+}
+
+/// `order`, reporting the region rule that applied and every candidate's distance
+/// from the client to `rec`.
+#[inline(always)]
+pub fn order_recorded<R: Recorder>(
+    cands: &Candidates,
+    facts: &[SiteFacts],
+    place: Option<&Place>,
+    want: usize,
+    out: &mut Picks,
+    rec: &mut R,
+) {
+    let rule = |key: RegionKey| cands.region(key).map(|sites| (key, sites));
     let region = match place {
         Some(place) => place
             .country
-            .and_then(|c| cands.region(RegionKey::Country(c)))
-            .or_else(|| {
-                place
-                    .continent
-                    .and_then(|c| cands.region(RegionKey::Continent(c)))
-            }),
-        None => cands.region(RegionKey::Default),
+            .and_then(|c| rule(RegionKey::Country(c)))
+            .or_else(|| place.continent.and_then(|c| rule(RegionKey::Continent(c)))),
+        None => rule(RegionKey::Default),
     };
+    if R::ACTIVE {
+        rec.region(region.map(|(key, _)| key), region.map_or(&[], |(_, s)| s));
+        let client = place.and_then(|p| p.unit);
+        for &site in cands.sites.iter() {
+            let unit = facts.get(usize::from(site)).and_then(|f| f.unit);
+            let km = client.zip(unit).map(|(c, u)| c.distance_km(&u));
+            rec.distance(site, km);
+        }
+    }
+    let region = region.map(|(_, sites)| sites);
     for &site in region.unwrap_or(&[]) {
         if out.len() >= want {
             return;

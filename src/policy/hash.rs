@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use super::{Candidates, Picks, SiteFacts};
+use super::{Candidates, NoRecord, Picks, Recorder, SiteFacts};
 use crate::model::MAX_POOL_SITES;
 
 /// Prefix lengths of the hashed client network, also the ECS scope of hash answers.
@@ -43,11 +43,27 @@ fn score(client: u64, site: u64) -> u64 {
 }
 
 pub fn order(cands: &Candidates, facts: &[SiteFacts], client: u64, want: usize, out: &mut Picks) {
+    order_recorded(cands, facts, client, want, out, &mut NoRecord);
+}
+
+/// `order`, reporting each candidate's score for this client to `rec`.
+#[inline(always)]
+pub fn order_recorded<R: Recorder>(
+    cands: &Candidates,
+    facts: &[SiteFacts],
+    client: u64,
+    want: usize,
+    out: &mut Picks,
+    rec: &mut R,
+) {
     let n = cands.sites.len().min(MAX_POOL_SITES);
     let mut scored = [(0u64, 0u16); MAX_POOL_SITES];
     for (i, &site) in cands.sites.iter().take(n).enumerate() {
         let h = facts.get(usize::from(site)).map_or(0, |f| f.name_hash);
         scored[i] = (score(client, h), site);
+        if R::ACTIVE {
+            rec.score(site, scored[i].0);
+        }
     }
     let scored = &mut scored[..n];
     scored.sort_unstable_by(|a, b| b.cmp(a));

@@ -5,6 +5,12 @@
 //! into a fixed buffer. Invariant: no I/O, no locks, no allocation, no logging; the only
 //! state they touch is a per-pool rotation counter (round-robin) and a thread-local
 //! random generator (weighted).
+//!
+//! Each policy also has an `order_recorded` form that reports what it based its order
+//! on (the region rule and distances, weights, scores, the rotation) to a `Recorder`,
+//! for `GET /v1/explain`. `order` is `order_recorded` with `NoRecord`, whose `ACTIVE`
+//! is false: the recording is compiled out of the query path, and the reasons come
+//! from the code that answers.
 
 pub mod failover;
 pub mod geo;
@@ -42,6 +48,32 @@ impl Candidates {
             .ok()
             .map(|i| &*self.regions[i].1)
     }
+}
+
+/// What a policy reports about its decision. Every method does nothing by default.
+pub trait Recorder {
+    /// False only for `NoRecord`: code under `if R::ACTIVE` is compiled out of the
+    /// query path.
+    const ACTIVE: bool = true;
+    /// Geo: the `regions` rule that applied (`None`: no rule for this client) and its
+    /// sites among the candidates, in order.
+    fn region(&mut self, _rule: Option<RegionKey>, _sites: &[SiteIdx]) {}
+    /// Geo: a candidate's great-circle distance from the client, `None` when the site
+    /// or the client has no location.
+    fn distance(&mut self, _site: SiteIdx, _km: Option<f64>) {}
+    /// Weighted: a candidate's weight in the draw.
+    fn weight(&mut self, _site: SiteIdx, _weight: u64) {}
+    /// Hash: a candidate's rendezvous score for this client (highest first).
+    fn score(&mut self, _site: SiteIdx, _score: u64) {}
+    /// Round-robin: the offset in the candidates the rotation starts at.
+    fn rotation(&mut self, _start: usize) {}
+}
+
+/// The recorder of the query path: records nothing, costs nothing.
+pub struct NoRecord;
+
+impl Recorder for NoRecord {
+    const ACTIVE: bool = false;
 }
 
 /// A fixed-capacity ordered list of sites: the query path must not allocate for it.

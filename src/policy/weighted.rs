@@ -2,10 +2,22 @@
 
 use std::cell::Cell;
 
-use super::{Candidates, Picks, SiteFacts};
+use super::{Candidates, NoRecord, Picks, Recorder, SiteFacts};
 use crate::model::MAX_POOL_SITES;
 
 pub fn order(cands: &Candidates, facts: &[SiteFacts], want: usize, out: &mut Picks) {
+    order_recorded(cands, facts, want, out, &mut NoRecord);
+}
+
+/// `order`, reporting each candidate's weight in the draw to `rec`.
+#[inline(always)]
+pub fn order_recorded<R: Recorder>(
+    cands: &Candidates,
+    facts: &[SiteFacts],
+    want: usize,
+    out: &mut Picks,
+    rec: &mut R,
+) {
     let n = cands.sites.len().min(MAX_POOL_SITES);
     let mut left = [0u16; MAX_POOL_SITES];
     let mut weights = [0u64; MAX_POOL_SITES];
@@ -16,6 +28,9 @@ pub fn order(cands: &Candidates, facts: &[SiteFacts], want: usize, out: &mut Pic
             .get(usize::from(site))
             .map_or(1, |f| u64::from(f.weight));
         total += weights[i];
+        if R::ACTIVE {
+            rec.weight(site, weights[i]);
+        }
     }
     let mut remaining = n;
     while remaining > 0 && out.len() < want {
