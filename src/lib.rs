@@ -11,6 +11,7 @@
 //! - `dns`: the answer to one query, from bytes to bytes.
 //! - `server`: UDP and TCP front ends.
 //! - `rrl`: response rate limiting of UDP replies.
+//! - `dnstap`: the query log, Frame Streams to a unix socket.
 //! - `admin`: the HTTP admin API.
 //! - `app`: wiring: loading, the compiler task, signals.
 
@@ -19,6 +20,7 @@ pub mod admin_client;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod dnstap;
 pub mod fleet;
 pub mod geo;
 pub mod health;
