@@ -265,7 +265,7 @@ impl Dnstap {
     }
 }
 
-/// One UDP thread's end of its queue.
+/// One UDP thread's end of its queue (its messages are UDP).
 pub struct Sink {
     every: u32,
     countdown: u32,
@@ -295,7 +295,6 @@ impl Sink {
     /// both into a recycled entry; when none is free, counts the messages as dropped.
     pub fn log(
         &mut self,
-        protocol: Protocol,
         client: SocketAddr,
         query_time: Time,
         query: &[u8],
@@ -306,7 +305,13 @@ impl Sink {
             return;
         };
         fill(
-            &mut entry, protocol, client, self.local, query_time, query, response,
+            &mut entry,
+            Protocol::Udp,
+            client,
+            self.local,
+            query_time,
+            query,
+            response,
         );
         match self.full.try_send(entry) {
             Ok(()) => self.queued = true,

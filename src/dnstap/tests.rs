@@ -84,7 +84,7 @@ fn queries_reach_the_reader_sampled_and_the_stream_ends_cleanly() {
             logged += 1;
             let response = [i, 1];
             let response = (i % 2 == 0).then_some(&response[..]);
-            sink.log(Protocol::Udp, client, Time::now(), &[i], response);
+            sink.log(client, Time::now(), &[i], response);
         }
     }
     sink.flush();
@@ -136,7 +136,7 @@ fn without_a_reader_messages_are_dropped_and_counted_and_logging_never_blocks() 
     let n = 3 * QUEUE as u64;
     for _ in 0..n {
         assert!(sink.sampled());
-        sink.log(Protocol::Udp, client, Time::now(), &[0; 40], Some(&[0; 80]));
+        sink.log(client, Time::now(), &[0; 40], Some(&[0; 80]));
         tcp.log(client, None, Time::now(), &[0; 40], None);
     }
     sink.flush();
@@ -156,19 +156,19 @@ fn the_writer_reconnects_when_the_reader_comes_back() {
     let mut sink = dnstap.sink(None);
     let client: SocketAddr = "192.0.2.1:4000".parse().unwrap();
     // No reader yet: dropped.
-    sink.log(Protocol::Udp, client, Time::now(), &[1], None);
+    sink.log(client, Time::now(), &[1], None);
     sink.flush();
     wait_until("a drop", || counters.dropped() == 1);
     let listener = UnixListener::bind(dir.path().join("dnstap.sock")).unwrap();
     let mut reader = accept(&listener);
-    sink.log(Protocol::Udp, client, Time::now(), &[2], None);
+    sink.log(client, Time::now(), &[2], None);
     sink.flush();
     let m = message(&read_frame(&mut reader).unwrap().unwrap());
     assert_eq!(field(&m, 10), Some(&Value::Bytes(vec![2])));
     // The reader leaves; a new one is found.
     drop(reader);
     let mut reader = loop {
-        sink.log(Protocol::Udp, client, Time::now(), &[3], None);
+        sink.log(client, Time::now(), &[3], None);
         sink.flush();
         listener.set_nonblocking(true).unwrap();
         match listener.accept() {
@@ -191,7 +191,7 @@ fn the_writer_reconnects_when_the_reader_comes_back() {
         .write_all(&fstrm::control(fstrm::ACCEPT, true))
         .unwrap();
     assert_eq!(fstrm::read_control(&mut reader).unwrap().kind, fstrm::START);
-    sink.log(Protocol::Udp, client, Time::now(), &[4], None);
+    sink.log(client, Time::now(), &[4], None);
     sink.flush();
     // Queries logged between the reconnect and this one may arrive first.
     loop {
@@ -202,4 +202,32 @@ fn the_writer_reconnects_when_the_reader_comes_back() {
     }
     drop(reader);
     dnstap.shutdown();
+}
+
+#[test]
+fn a_reader_that_stops_reading_loses_messages_but_never_stalls_the_logger() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = UnixListener::bind(dir.path().join("dnstap.sock")).unwrap();
+    let counters = Arc::new(Counters::default());
+    let dnstap = Dnstap::start(&config(dir.path(), 1), b"", b"", counters.clone()).unwrap();
+    // Shakes hands, then never reads again.
+    let _reader = accept(&listener);
+    let mut sink = dnstap.sink(None);
+    let client: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    let query = vec![7u8; 2000];
+    let response = vec![8u8; 4000];
+    let started = Instant::now();
+    let entries = 8 * QUEUE as u64;
+    for _ in 0..entries {
+        sink.log(client, Time::now(), &query, Some(&response));
+        sink.flush();
+    }
+    // 48 MB of messages against a 4 MiB buffer and the socket's: most are lost.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    wait_until("drops", || counters.dropped() > 0);
+    // Shutdown gives up on the reader within its deadline; every message is then
+    // either sent or counted dropped.
+    dnstap.shutdown();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(counters.sent() + counters.dropped(), 2 * entries);
 }
