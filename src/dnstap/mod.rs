@@ -8,6 +8,9 @@
 //! Every Nth query is logged (`dnstap_sample`), counted per UDP thread or per TCP
 //! connection. The writer drains every queue, encodes the frames (`proto`), and writes
 //! them (`fstrm`), reconnecting with backoff when the reader is missing or leaves.
+//! The writer drains every `DRAIN_EVERY` (10 ms), or sooner when a UDP thread has
+//! queued a quarter of its queue since it last woke it, so a busy server pays no
+//! context switch per batch for the log.
 //! When a queue is full, or the reader is missing or slower than the queries, log
 //! messages are dropped and counted; a query never waits for the log.
 
@@ -41,8 +44,13 @@ const WRITE_WAIT: Duration = Duration::from_millis(20);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long an idle writer sleeps when nobody wakes it.
-const IDLE: Duration = Duration::from_millis(100);
+/// How often the writer drains the queues: a logged message reaches the reader within
+/// about this long. Waking the writer per batch would cost a context switch per
+/// batch; this costs 100 wakeups a second.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// A UDP thread wakes the writer early after this many entries, a quarter of its
+/// queue, so that a burst does not fill the queue before the next drain.
+const WAKE_AFTER: u32 = QUEUE as u32 / 4;
 
 /// `dnstap` and `dnstap_sample` from `geolb.toml`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +242,7 @@ impl Dnstap {
             spare: None,
             local: local.filter(|a| !a.ip().is_unspecified()),
             dropped: self.shared.counters.register(),
-            queued: false,
+            unwoken: 0,
             shared: self.shared.clone(),
         }
     }
@@ -274,7 +282,8 @@ pub struct Sink {
     spare: Option<Entry>,
     local: Option<SocketAddr>,
     dropped: Arc<ThreadCounter>,
-    queued: bool,
+    /// Entries queued since this thread last woke the writer.
+    unwoken: u32,
     shared: Arc<Shared>,
 }
 
@@ -314,20 +323,17 @@ impl Sink {
             response,
         );
         match self.full.try_send(entry) {
-            Ok(()) => self.queued = true,
+            Ok(()) => {
+                self.unwoken += 1;
+                if self.unwoken >= WAKE_AFTER {
+                    self.unwoken = 0;
+                    self.shared.wake();
+                }
+            }
             Err(TrySendError::Full(entry) | TrySendError::Disconnected(entry)) => {
                 self.dropped.add(entry.messages());
                 self.spare = Some(entry);
             }
-        }
-    }
-
-    /// Wakes the writer if anything was queued since the last call: once per batch.
-    #[inline]
-    pub fn flush(&mut self) {
-        if self.queued {
-            self.queued = false;
-            self.shared.wake();
         }
     }
 }
@@ -386,7 +392,8 @@ impl TcpLog {
     }
 
     /// Queues a query and its response, if any (a fresh entry: TCP allocates per
-    /// query anyway); a full queue drops and counts them.
+    /// query anyway); a full queue drops and counts them. The writer finds it at its
+    /// next drain.
     pub fn log(
         &self,
         client: SocketAddr,
@@ -406,7 +413,7 @@ impl TcpLog {
             response,
         );
         match self.full.try_send(entry) {
-            Ok(()) => self.shared.wake(),
+            Ok(()) => {}
             Err(TrySendError::Full(entry) | TrySendError::Disconnected(entry)) => {
                 self.shared
                     .counters
@@ -452,16 +459,11 @@ impl Writer {
                 self.end();
                 return;
             }
-            if drained == 0 && self.pending() == 0 {
-                let wait = match self.stream {
-                    Some(_) => IDLE,
-                    None => self
-                        .next_attempt
-                        .saturating_duration_since(Instant::now())
-                        .clamp(Duration::from_millis(1), IDLE),
-                };
+            // A full pass (some queue had a queue's length waiting) goes again at
+            // once; otherwise the writer sleeps until the next drain or a wake.
+            if drained < QUEUE {
                 self.shared.sleeping.store(true, Ordering::SeqCst);
-                std::thread::park_timeout(wait);
+                std::thread::park_timeout(DRAIN_EVERY);
                 self.shared.sleeping.store(false, Ordering::SeqCst);
             }
         }

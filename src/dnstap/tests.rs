@@ -87,7 +87,6 @@ fn queries_reach_the_reader_sampled_and_the_stream_ends_cleanly() {
             sink.log(client, Time::now(), &[i], response);
         }
     }
-    sink.flush();
     assert_eq!(logged, 3);
     // Queries 0, 3 and 6: answered, unanswered, answered.
     let mut seen = Vec::new();
@@ -139,7 +138,6 @@ fn without_a_reader_messages_are_dropped_and_counted_and_logging_never_blocks() 
         sink.log(client, Time::now(), &[0; 40], Some(&[0; 80]));
         tcp.log(client, None, Time::now(), &[0; 40], None);
     }
-    sink.flush();
     assert!(started.elapsed() < Duration::from_secs(5));
     wait_until("every message counted dropped", || {
         counters.dropped() == 3 * n
@@ -157,19 +155,16 @@ fn the_writer_reconnects_when_the_reader_comes_back() {
     let client: SocketAddr = "192.0.2.1:4000".parse().unwrap();
     // No reader yet: dropped.
     sink.log(client, Time::now(), &[1], None);
-    sink.flush();
     wait_until("a drop", || counters.dropped() == 1);
     let listener = UnixListener::bind(dir.path().join("dnstap.sock")).unwrap();
     let mut reader = accept(&listener);
     sink.log(client, Time::now(), &[2], None);
-    sink.flush();
     let m = message(&read_frame(&mut reader).unwrap().unwrap());
     assert_eq!(field(&m, 10), Some(&Value::Bytes(vec![2])));
     // The reader leaves; a new one is found.
     drop(reader);
     let mut reader = loop {
         sink.log(client, Time::now(), &[3], None);
-        sink.flush();
         listener.set_nonblocking(true).unwrap();
         match listener.accept() {
             Ok((stream, _)) => {
@@ -192,7 +187,6 @@ fn the_writer_reconnects_when_the_reader_comes_back() {
         .unwrap();
     assert_eq!(fstrm::read_control(&mut reader).unwrap().kind, fstrm::START);
     sink.log(client, Time::now(), &[4], None);
-    sink.flush();
     // Queries logged between the reconnect and this one may arrive first.
     loop {
         let m = message(&read_frame(&mut reader).unwrap().unwrap());
@@ -220,7 +214,6 @@ fn a_reader_that_stops_reading_loses_messages_but_never_stalls_the_logger() {
     let entries = 8 * QUEUE as u64;
     for _ in 0..entries {
         sink.log(client, Time::now(), &query, Some(&response));
-        sink.flush();
     }
     // 48 MB of messages against a 4 MiB buffer and the socket's: most are lost.
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -168,7 +168,6 @@ fn serve_loop(
                         len
                     });
                 }
-                sink.flush();
             }
         }
         batch.send(socket);
@@ -205,7 +204,6 @@ fn serve_loop(
         {
             let out = reply_len.and_then(|len| reply.get(..len));
             sink.log(peer, Time::now(), query, out);
-            sink.flush();
         }
         if let Some(out) = reply_len.and_then(|n| reply.get(..n))
             && let Err(error) = socket.send_to(out, peer)
