@@ -1073,6 +1073,16 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         "UDP replies sent as empty truncated (TC=1) replies by response rate limiting.",
         stats.rrl.slipped(),
     );
+    counter(
+        "geolb_dnstap_sent_total",
+        "dnstap messages written to the reader.",
+        stats.dnstap.sent(),
+    );
+    counter(
+        "geolb_dnstap_dropped_total",
+        "dnstap messages lost: full queues, no reader, or a reader too slow.",
+        stats.dnstap.dropped(),
+    );
     if let Some(fleet) = &ctx.control.fleet {
         let status = fleet.status();
         out.push_str(&format!(

@@ -51,6 +51,8 @@ pub struct Settings {
     pub admin_request_timeout: Option<std::time::Duration>,
     /// `[rate_limit]`: response rate limiting of UDP replies (on by default).
     pub rate_limit: crate::rrl::RateLimit,
+    /// `dnstap` and `dnstap_sample`: the query log (`None`: off).
+    pub dnstap: Option<crate::dnstap::Config>,
 }
 
 /// `geolb.toml`: the same settings as the flags, paths relative to the file.
@@ -75,6 +77,8 @@ struct RawSettings {
     admin_header_timeout: Option<String>,
     admin_request_timeout: Option<String>,
     rate_limit: Option<RawRateLimit>,
+    dnstap: Option<toml::Spanned<String>>,
+    dnstap_sample: Option<toml::Spanned<i64>>,
 }
 
 /// `[cluster]` in `geolb.toml`.
@@ -261,10 +265,45 @@ impl Settings {
             Some(raw) => raw.resolve(&source, &mut errors),
             None => crate::rrl::RateLimit::default(),
         };
+        let sample = match raw.dnstap_sample {
+            None => 1,
+            Some(value) => match u32::try_from(*value.get_ref()) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    errors.push(source.at(
+                        &value,
+                        "dnstap_sample",
+                        format!(
+                            "{} is out of range (expected 1, every query, to {}: one query in N)",
+                            value.get_ref(),
+                            u32::MAX
+                        ),
+                    ));
+                    1
+                }
+            },
+        };
+        let dnstap = match raw.dnstap {
+            Some(socket) if socket.get_ref().is_empty() => {
+                errors.push(source.at(
+                    &socket,
+                    "dnstap",
+                    "empty path (expected the reader's unix socket, e.g. \"/run/geolb/dnstap.sock\")"
+                        .to_string(),
+                ));
+                None
+            }
+            Some(socket) => Some(crate::dnstap::Config {
+                socket: dir.join(socket.into_inner()),
+                sample,
+            }),
+            None => None,
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         Ok(Settings {
+            dnstap,
             cluster,
             probe_source,
             zones: raw
@@ -829,6 +868,8 @@ pub struct Stats {
     pub tenant_changes: AtomicU64,
     /// Limited and slipped UDP replies, written by the UDP threads.
     pub rrl: Arc<crate::rrl::Counters>,
+    /// dnstap messages sent and dropped (zero while dnstap is off).
+    pub dnstap: Arc<crate::dnstap::Counters>,
 }
 
 /// Handle to the running compiler.

@@ -11,6 +11,7 @@
 //! - `dns`: the answer to one query, from bytes to bytes.
 //! - `server`: UDP and TCP front ends.
 //! - `rrl`: response rate limiting of UDP replies.
+//! - `dnstap`: the query log, Frame Streams to a unix socket.
 //! - `explain`: the decision behind one answer, recorded by the code that answers.
 //! - `admin`: the HTTP admin API.
 //! - `app`: wiring: loading, the compiler task, signals.
@@ -20,6 +21,7 @@ pub mod admin_client;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod dnstap;
 pub mod explain;
 pub mod fleet;
 pub mod geo;

@@ -586,6 +586,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
             .tcp_idle_timeout
             .unwrap_or(defaults.tcp_idle_timeout),
         rate_limit: None,
+        dnstap: None,
     };
     let admin_defaults = geolb::admin::AdminLimits::default();
     let admin_limits = geolb::admin::AdminLimits {
@@ -627,6 +628,7 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
     }
     tracing::info!(zones = n_zones, names = n_names, "zones loaded");
     options.rate_limit = rate_limiting(&settings.rate_limit, &control);
+    options.dnstap = start_dnstap(&settings, &control)?;
     let mut lines = String::new();
     if let Some((listener, token)) = admin {
         let addr = listener.local_addr()?;
@@ -649,7 +651,32 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         server::serve(b, control.shared.clone(), &options, &tcp_registry);
     }
     print_stdout(&lines);
-    signals.wait(control).await
+    let stopped = signals.wait(control).await;
+    if let Some(dnstap) = options.dnstap {
+        // Ends the stream cleanly (STOP/FINISH), so the reader closes its file.
+        let _ = tokio::task::spawn_blocking(move || dnstap.shutdown()).await;
+    }
+    stopped
+}
+
+/// The dnstap writer, when `dnstap` is set.
+fn start_dnstap(
+    settings: &Settings,
+    control: &app::Control,
+) -> anyhow::Result<Option<geolb::dnstap::Dnstap>> {
+    let Some(config) = &settings.dnstap else {
+        return Ok(None);
+    };
+    let identity = settings.server_identity();
+    let dnstap = geolb::dnstap::Dnstap::start(
+        config,
+        &identity.identity,
+        &identity.version,
+        control.stats.dnstap.clone(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start the dnstap writer: {e}"))?;
+    tracing::info!(socket = %config.socket.display(), sample = config.sample, "dnstap on");
+    Ok(Some(dnstap))
 }
 
 /// Raises the soft limit on open files to the hard limit, as knot and nginx do: every

@@ -40,6 +40,8 @@ pub struct ServerOptions {
     pub tcp_idle_timeout: Duration,
     /// Response rate limiting of UDP replies (`None`: off); TCP is never limited.
     pub rate_limit: Option<RateLimiting>,
+    /// The query log (`None`: off); each UDP thread gets its own queue to it.
+    pub dnstap: Option<crate::dnstap::Dnstap>,
 }
 
 /// The rate limit every UDP thread applies with its own table, and the counters they
@@ -58,6 +60,7 @@ impl Default for ServerOptions {
             tcp_max_connections_per_ip: 64,
             tcp_idle_timeout: Duration::from_secs(10),
             rate_limit: None,
+            dnstap: None,
         }
     }
 }
@@ -117,9 +120,13 @@ pub fn serve(
         let snapshot = snapshot.clone();
         let stop = stop.clone();
         let rate_limit = options.rate_limit.clone();
+        let dnstap = options
+            .dnstap
+            .as_ref()
+            .map(|d| d.sink(socket.local_addr().ok()));
         let spawned = std::thread::Builder::new()
             .name(format!("udp-{}-{i}", bound.addr.port()))
-            .spawn(move || udp::serve(socket, snapshot, stop, rate_limit));
+            .spawn(move || udp::serve(socket, snapshot, stop, rate_limit, dnstap));
         if let Err(error) = spawned {
             tracing::warn!(%error, "cannot start a udp thread");
         }
@@ -129,6 +136,7 @@ pub fn serve(
         snapshot,
         tcp.clone(),
         options.tcp_idle_timeout,
+        options.dnstap.as_ref().map(crate::dnstap::Dnstap::tcp),
     ));
 }
 

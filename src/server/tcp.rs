@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::conns::{Guard, Limits, Registry};
 use super::{ServerOptions, SharedSnapshot};
 use crate::dns::{self, Transport};
+use crate::dnstap::{TcpLog, Time};
 
 /// The shortest frame answered: a DNS header.
 pub const MIN_FRAME_LEN: usize = 12;
@@ -74,6 +75,7 @@ pub async fn serve(
     snapshot: SharedSnapshot,
     registry: Arc<Registry>,
     idle: Duration,
+    dnstap: Option<TcpLog>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -96,9 +98,11 @@ pub async fn serve(
             }
         };
         let snapshot = snapshot.clone();
+        let dnstap = dnstap.clone();
         tokio::spawn(async move {
+            let log = dnstap.as_ref();
             let ended = tokio::select! {
-                ended = connection(stream, peer, &snapshot, &guard, idle) => ended,
+                ended = connection(stream, peer, &snapshot, &guard, idle, log) => ended,
                 () = guard.evicted() => Ended::Evicted,
             };
             match &ended {
@@ -134,7 +138,13 @@ async fn connection(
     snapshot: &SharedSnapshot,
     guard: &Guard,
     idle: Duration,
+    dnstap: Option<&TcpLog>,
 ) -> Ended {
+    // With dnstap: the server's address and this connection's sample counter.
+    let (local, mut countdown) = match dnstap {
+        Some(log) => (stream.local_addr().ok(), log.counter()),
+        None => (None, 0),
+    };
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut writer = BufWriter::new(write);
@@ -149,10 +159,16 @@ async fn connection(
         if message.len() < MIN_FRAME_LEN {
             return Ended::ShortFrame;
         }
+        let received = dnstap.map(|_| Time::now());
         let reply = {
             let snapshot = snapshot.load();
             dns::respond(&snapshot, &message, peer.ip(), Transport::Tcp)
         };
+        if let (Some(log), Some(received)) = (dnstap, received)
+            && log.sampled(&mut countdown)
+        {
+            log.log(peer, local, received, &message, reply.as_deref());
+        }
         let Some(reply) = reply else {
             return Ended::Unanswered;
         };

@@ -26,6 +26,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{RateLimiting, SharedSnapshot};
 use crate::dns::{self, Transport};
+use crate::dnstap::{Sink, Time};
 use crate::rrl::Limiter;
 use crate::snapshot::Snapshot;
 
@@ -58,13 +59,14 @@ pub fn serve(
     snapshot: SharedSnapshot,
     stop: Arc<AtomicBool>,
     rate_limit: Option<RateLimiting>,
+    mut dnstap: Option<Sink>,
 ) {
     if let Err(error) = prepare(&socket) {
         tracing::warn!(%error, "udp socket setup failed");
         return;
     }
     let mut limiter = rate_limit.and_then(|r| Limiter::new(r.config, &r.counters));
-    serve_loop(&socket, &snapshot, &stop, limiter.as_mut());
+    serve_loop(&socket, &snapshot, &stop, limiter.as_mut(), dnstap.as_mut());
 }
 
 fn prepare(socket: &UdpSocket) -> io::Result<()> {
@@ -118,6 +120,7 @@ fn serve_loop(
     snapshot: &SharedSnapshot,
     stop: &AtomicBool,
     mut limiter: Option<&mut Limiter>,
+    mut dnstap: Option<&mut Sink>,
 ) {
     let mut batch = super::mmsg::Batch::default();
     // The thread's own handle on the current snapshot: a load is one atomic read while
@@ -142,11 +145,30 @@ fn serve_loop(
         let snapshot = current.load();
         // One clock reading for the batch too, for the rate limit.
         let now = limiter.as_ref().map_or(0, |l| l.now());
-        for i in 0..n {
-            let limiter = limiter.as_deref_mut();
-            batch.exchange(i, |query, peer, out| {
-                answer(snapshot, query, peer, out, limiter, now)
-            });
+        match dnstap.as_deref_mut() {
+            None => {
+                for i in 0..n {
+                    let limiter = limiter.as_deref_mut();
+                    batch.exchange(i, |query, peer, out| {
+                        answer(snapshot, query, peer, out, limiter, now)
+                    });
+                }
+            }
+            Some(sink) => {
+                // The batch's receive time is every query's.
+                let received = Time::now();
+                for i in 0..n {
+                    let limiter = limiter.as_deref_mut();
+                    batch.exchange(i, |query, peer, out| {
+                        let len = answer(snapshot, query, peer, out, limiter, now);
+                        if sink.sampled() {
+                            let reply = len.and_then(|len| out.get(..len));
+                            sink.log(peer, received, query, reply);
+                        }
+                        len
+                    });
+                }
+            }
         }
         batch.send(socket);
     }
@@ -158,6 +180,7 @@ fn serve_loop(
     snapshot: &SharedSnapshot,
     stop: &AtomicBool,
     mut limiter: Option<&mut Limiter>,
+    mut dnstap: Option<&mut Sink>,
 ) {
     let mut query = vec![0u8; 65535];
     let mut reply = vec![0u8; 65535];
@@ -176,6 +199,12 @@ fn serve_loop(
         let now = limiter.as_ref().map_or(0, |l| l.now());
         let limiter = limiter.as_deref_mut();
         let reply_len = answer(&snapshot.load(), query, peer, &mut reply, limiter, now);
+        if let Some(sink) = dnstap.as_deref_mut()
+            && sink.sampled()
+        {
+            let out = reply_len.and_then(|len| reply.get(..len));
+            sink.log(peer, Time::now(), query, out);
+        }
         if let Some(out) = reply_len.and_then(|n| reply.get(..n))
             && let Err(error) = socket.send_to(out, peer)
         {
