@@ -13,6 +13,7 @@
 //! - `rrl`: response rate limiting of UDP replies.
 //! - `admin`: the HTTP admin API.
 //! - `app`: wiring: loading, the compiler task, signals.
+//! - `service`: the service manager's view: sd_notify and the liveness check.
 
 pub mod admin;
 pub mod admin_client;
@@ -27,5 +28,6 @@ pub mod overrides;
 pub mod policy;
 pub mod rrl;
 pub mod server;
+pub mod service;
 pub mod snapshot;
 pub mod tenants;
