@@ -306,3 +306,31 @@ fn health_checks_dns_over_both_transports_and_the_admin_api() {
     assert_eq!(code, 1);
     assert!(err.contains("no DNS answer over udp"), "{err}");
 }
+
+#[test]
+fn the_packaged_example_zone_is_the_example_zone_with_its_map_in_the_state_directory() {
+    let significant = |path: &str| -> Vec<String> {
+        std::fs::read_to_string(repo(path))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    let source = significant("zones/example.test.toml");
+    let packaged = significant("packaging/zones/example.test.toml");
+    assert_eq!(source.len(), packaged.len());
+    for (s, p) in source.iter().zip(&packaged) {
+        if s == "tenants = \"example.tenants.toml\"" {
+            assert_eq!(p, "tenants = \"/var/lib/geolb/example.tenants.toml\"");
+        } else {
+            assert_eq!(
+                s, p,
+                "packaging/zones/example.test.toml differs from zones/"
+            );
+        }
+    }
+    let settings = std::fs::read_to_string(repo("packaging/geolb.toml")).unwrap();
+    assert!(settings.contains("state_dir = \"/var/lib/geolb\""));
+    assert!(settings.contains("geoip = \"/usr/share/geolb/demo.mmdb\""));
+}
