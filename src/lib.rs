@@ -15,6 +15,7 @@
 //! - `explain`: the decision behind one answer, recorded by the code that answers.
 //! - `admin`: the HTTP admin API.
 //! - `app`: wiring: loading, the compiler task, signals.
+//! - `service`: the service manager's view: sd_notify and the liveness check.
 
 pub mod admin;
 pub mod admin_client;
@@ -31,5 +32,6 @@ pub mod overrides;
 pub mod policy;
 pub mod rrl;
 pub mod server;
+pub mod service;
 pub mod snapshot;
 pub mod tenants;

@@ -50,6 +50,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that a running server answers DNS over UDP and TCP (and its admin API,
+    /// when it has one); exit 0 or 1. For container health checks.
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The DNS address to ask (default: the first `listen` in --config, a wildcard
+    /// address read as loopback, else 127.0.0.1:5353).
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// How long to wait for each answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    timeout: f64,
+    #[command(flatten)]
+    target: AdminAddr,
 }
 
 #[derive(Subcommand)]
@@ -163,6 +179,13 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Serve(args) => serve(args),
         Command::Tenants(command) => match tenants(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Health(args) => match health(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
                 eprintln!("error: {message}");
@@ -405,6 +428,39 @@ fn cluster_status(target: &AdminAddr, as_json: bool) -> Result<(), String> {
         return Ok(());
     }
     print!("{}", geolb::fleet::render_view(&view));
+    Ok(())
+}
+
+fn health(args: &HealthArgs) -> Result<(), String> {
+    use geolb::service::{Transport, local_target, probe_dns};
+    let timeout = std::time::Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or("--timeout must be a positive number of seconds")?;
+    let target = &args.target;
+    let settings = match &target.config {
+        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
+        None => Settings::default(),
+    };
+    let dns = args
+        .dns
+        .or(settings.listen.first().copied())
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5353)));
+    let dns = local_target(dns);
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let took = probe_dns(dns, transport, timeout)?;
+        println!("ok: dns {transport} {dns} answered in {took:.1?}");
+    }
+    if target.admin.is_some() || settings.admin.is_some() {
+        let admin = Admin::new(
+            target.admin.or(settings.admin).map(local_target),
+            target.token_file.as_ref(),
+            target.config.as_ref(),
+            timeout,
+        )?;
+        admin.call("GET", "/v1/health", None)?;
+        println!("ok: admin {} answered", admin.addr);
+    }
     Ok(())
 }
 
@@ -651,6 +707,10 @@ async fn run(settings: Settings, loaded: app::Loaded) -> anyhow::Result<()> {
         server::serve(b, control.shared.clone(), &options, &tcp_registry);
     }
     print_stdout(&lines);
+    // Only now, with every socket listening and announced, is the service ready.
+    geolb::service::notify(&format!(
+        "READY=1\nSTATUS=serving {n_zones} zones, {n_names} names"
+    ));
     let stopped = signals.wait(control).await;
     if let Some(dnstap) = options.dnstap {
         // Ends the stream cleanly (STOP/FINISH), so the reader closes its file.
@@ -761,14 +821,20 @@ async fn wait_for_signals(
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
+                geolb::service::notify(&geolb::service::reloading_message());
                 // Errors are logged by the compiler; the old snapshot stays.
-                let _ = control.reload().await;
+                let status = match control.reload().await {
+                    Ok(_) => "serving the reloaded zones",
+                    Err(_) => "reload failed; serving the previous zones",
+                };
+                geolb::service::notify(&format!("READY=1\nSTATUS={status}"));
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     tracing::info!("shutting down");
+    geolb::service::notify("STOPPING=1\nSTATUS=shutting down");
     // Every acknowledged tenant change is already in a journal. Refusing new changes
     // first (after those in flight are answered), then folding the journals into the
     // map files, leaves files that hold every acknowledged change.
