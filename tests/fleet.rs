@@ -561,6 +561,13 @@ fn with_one_prober_exactly_one_node_probes_and_another_takes_over() {
         let verdicts = cluster.get_prefix("/geolb/health/hc.test/");
         verdicts.len() == 2
     });
+    // Every node has seen every registration and verdict, so its share is settled.
+    let revision = cluster.revision();
+    for node in &nodes {
+        poll("every node to catch up", || {
+            applied_revision(node) >= revision
+        });
+    }
     let from = backend.count();
     poll("a few probe rounds", || backend.count() >= from + 10);
     let window = backend.sources_since(from);
@@ -1045,6 +1052,14 @@ fn without_etcd_a_node_falls_back_to_its_own_health_verdicts() {
     let a = a_dir.start();
     let b = b_dir.start();
     wait_connected(&[&a, &b]);
+    poll("both nodes' verdicts in etcd", || {
+        cluster
+            .get_prefix("/geolb/health/hc.test/m/")
+            .iter()
+            .filter(|(_, v)| v == "up")
+            .count()
+            == 2
+    });
     // Only a's probes fail: one vote down, one up, and a tie is not a majority.
     backend
         .failing
