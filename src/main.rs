@@ -133,18 +133,11 @@ enum TenantsCommand {
 
 #[derive(Args)]
 struct AdminTarget {
-    /// The admin API address of the running server (default: `admin` in --config).
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
+    #[command(flatten)]
+    addr: AdminAddr,
     /// The zone (default: the only zone with a tenant map).
     #[arg(long, value_name = "ZONE")]
     zone: Option<String>,
-    /// A file holding the bearer token (default: `admin_token_file` in --config).
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// geolb.toml to read `admin` and `admin_token_file` from.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -272,7 +265,7 @@ fn tenants(command: TenantsCommand) -> Result<(), String> {
         } => (target, "PUT", tenant, Some(json!({ "shard": shard }))),
         TenantsCommand::Delete { tenant, target } => (target, "DELETE", tenant, None),
     };
-    let admin = Admin::for_target(target, std::time::Duration::from_secs(30))?;
+    let admin = Admin::for_addr(&target.addr, std::time::Duration::from_secs(30))?;
     let zone = admin.zone(target)?;
     let path = format!("/v1/zones/{zone}/tenants/{tenant}");
     let reply = admin.call(method, &path, body.as_ref())?;
@@ -343,15 +336,6 @@ impl Admin {
     }
 
     fn for_addr(target: &AdminAddr, timeout: std::time::Duration) -> Result<Admin, String> {
-        Admin::new(
-            target.admin,
-            target.token_file.as_ref(),
-            target.config.as_ref(),
-            timeout,
-        )
-    }
-
-    fn for_target(target: &AdminTarget, timeout: std::time::Duration) -> Result<Admin, String> {
         Admin::new(
             target.admin,
             target.token_file.as_ref(),
@@ -465,7 +449,7 @@ fn health(args: &HealthArgs) -> Result<(), String> {
 }
 
 fn tenants_export(target: &AdminTarget) -> Result<(), String> {
-    let admin = Admin::for_target(target, std::time::Duration::from_secs(300))?;
+    let admin = Admin::for_addr(&target.addr, std::time::Duration::from_secs(300))?;
     let zone = admin.zone(target)?;
     let map = admin.get_bytes(&format!("/v1/zones/{zone}/tenant-map"))?;
     use std::io::Write;
@@ -476,7 +460,7 @@ fn tenants_export(target: &AdminTarget) -> Result<(), String> {
 
 fn tenants_import(file: &PathBuf, replace: bool, target: &AdminTarget) -> Result<(), String> {
     use geolb::tenants::{ShardNames, parse_map};
-    let admin = Admin::for_target(target, std::time::Duration::from_secs(300))?;
+    let admin = Admin::for_addr(&target.addr, std::time::Duration::from_secs(300))?;
     let zone = admin.zone(target)?;
     let summary = admin.call("GET", &format!("/v1/zones/{zone}/tenants"), None)?;
     let names: Vec<String> = summary["shards"]

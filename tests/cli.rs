@@ -2,22 +2,9 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::*;
 use hickory_proto::rr::RecordType;
-
-fn geolb(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_geolb"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn check_accepts_the_example() {

@@ -26,15 +26,7 @@ impl Served {
     }
 
     fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "log never said {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_log_in(&self.log, needle);
     }
 
     fn signal(&self, signal: &str) {
@@ -236,18 +228,6 @@ fn a_notify_socket_nobody_reads_does_not_stop_serving() {
     server.wait_log("cannot notify the service manager (READY=1)");
     server.signal("TERM");
     assert!(server.wait_exit().success());
-}
-
-fn geolb(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_geolb"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

@@ -15,6 +15,33 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Runs `geolb ARGS...` to the end: its exit code, stdout and stderr.
+pub fn geolb(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_geolb"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls until the collected log contains `needle`.
+pub fn wait_log_in(log: &Mutex<String>, needle: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    let text = || log.lock().unwrap().clone();
+    while !text().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "log never said {needle:?}:\n{}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -170,15 +197,7 @@ impl TestServer {
 
     /// Polls until the log contains `needle`.
     pub fn wait_log(&self, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "log never said {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_log_in(&self.log, needle);
     }
 
     /// Waits (polling, up to `DEADLINE`) for the server to exit on its own.
