@@ -942,16 +942,9 @@ impl Control {
         state: Option<Override>,
     ) -> Result<(), ControlError> {
         if let Some(fleet) = &self.fleet {
-            let zone_name = zone.trim_end_matches('.').to_ascii_lowercase();
             let snapshot = self.shared.load();
-            let Some(z) = snapshot.zone_by_name(&zone_name) else {
-                return Err(ControlError::NotFound(format!("unknown zone \"{zone}\"")));
-            };
-            if !z.zone.sites.iter().any(|s| s.name == site) {
-                return Err(ControlError::NotFound(format!(
-                    "unknown site \"{site}\" in zone \"{zone_name}\""
-                )));
-            }
+            let statics = snapshot.zones.iter().map(|z| &*z.zone);
+            let zone_name = override_target(statics, zone, site)?;
             return fleet.set_override(&zone_name, site, state).await;
         }
         let (reply, rx) = oneshot::channel();
@@ -1122,6 +1115,24 @@ fn store_error(e: TenantStoreError) -> ControlError {
         TenantStoreError::UnknownShardName { .. } => ControlError::NotFound(e.to_string()),
         other => ControlError::Storage(other.to_string()),
     }
+}
+
+/// The zone's name (lower case, no trailing dot) if `zone` is served and has `site`.
+fn override_target<'z>(
+    zones: impl IntoIterator<Item = &'z StaticZone>,
+    zone: &str,
+    site: &str,
+) -> Result<String, ControlError> {
+    let zone_name = zone.trim_end_matches('.').to_ascii_lowercase();
+    let Some(z) = zones.into_iter().find(|z| z.name == zone_name) else {
+        return Err(ControlError::NotFound(format!("unknown zone \"{zone}\"")));
+    };
+    if !z.sites.iter().any(|s| s.name == site) {
+        return Err(ControlError::NotFound(format!(
+            "unknown site \"{site}\" in zone \"{zone_name}\""
+        )));
+    }
+    Ok(zone_name)
 }
 
 /// The directory for persistent state (overrides): `state_dir`, else `.geolb` in the
@@ -1497,15 +1508,7 @@ impl Compiler {
         site: &str,
         state: Option<Override>,
     ) -> Result<(), ControlError> {
-        let zone_name = zone.trim_end_matches('.').to_ascii_lowercase();
-        let Some(z) = self.statics.iter().find(|z| z.name == zone_name) else {
-            return Err(ControlError::NotFound(format!("unknown zone \"{zone}\"")));
-        };
-        if !z.sites.iter().any(|s| s.name == site) {
-            return Err(ControlError::NotFound(format!(
-                "unknown site \"{site}\" in zone \"{zone_name}\""
-            )));
-        }
+        let zone_name = override_target(self.statics.iter().map(|z| &**z), zone, site)?;
         let mut next = self.overrides.clone();
         let sites = next.entry(zone_name.clone()).or_default();
         match state {

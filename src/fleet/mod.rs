@@ -482,20 +482,25 @@ pub fn render_view(view: &Value) -> String {
             text(&view["etcd_error"])
         ));
     }
-    out.push_str(&format!(
-        "\n{:<24} {:>10} {:>6}  {:<20} {:<10} {}\n",
-        "NODE", "REVISION", "LAG", "CONFIG", "VERSION", "STARTED"
-    ));
+    let row = |cells: [&str; 6]| {
+        let [node, revision, lag, config, version, started] = cells;
+        format!("{node:<24} {revision:>10} {lag:>6}  {config:<20} {version:<10} {started}\n")
+    };
+    out.push('\n');
+    out.push_str(&row([
+        "NODE", "REVISION", "LAG", "CONFIG", "VERSION", "STARTED",
+    ]));
     for node in view["nodes"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<24} {:>10} {:>6}  {:<20} {:<10} {}\n",
-            text(&node["node"]),
-            text(&node["revision"]),
-            text(&node["lag"]),
-            text(&node["config_digest"]),
-            text(&node["version"]),
-            text(&node["started"]),
-        ));
+        let cells = [
+            "node",
+            "revision",
+            "lag",
+            "config_digest",
+            "version",
+            "started",
+        ]
+        .map(|field| text(&node[field]));
+        out.push_str(&row(cells.each_ref().map(String::as_str)));
     }
     if view["configs_differ"] == true {
         out.push_str("\nwarning: nodes serve different zone configurations (CONFIG differs)\n");
@@ -987,6 +992,21 @@ async fn load_health(inner: &Inner, revision: i64) -> Result<(), EtcdError> {
     Ok(())
 }
 
+/// A zone's checkpoint key as of `revision`: its last modification and its contents
+/// (`None` inside when unreadable); `None` when the zone has no checkpoint yet.
+async fn checkpoint_at(
+    inner: &Inner,
+    zone: &str,
+    revision: i64,
+) -> Result<Option<(i64, Option<Checkpoint>)>, EtcdError> {
+    let key = inner.key(&format!("zones/{zone}/tenants/checkpoint"));
+    let range = inner.etcd.range(key.as_bytes(), None, revision, 1).await?;
+    Ok(range
+        .kvs
+        .first()
+        .map(|kv| (kv.mod_revision, parse_checkpoint(&kv.value))))
+}
+
 /// Before catching up from `revision`: the shared health and each served zone's log
 /// bookkeeping (entries and checkpoint) as of that revision, which the watch then
 /// carries forward.
@@ -999,17 +1019,10 @@ async fn load_bookkeeping(inner: &Inner, revision: i64) -> Result<(), EtcdError>
         .unwrap_or_default();
     for zone in zones {
         let mut log = ZoneLog::default();
-        let checkpoint_key = inner.key(&format!("zones/{zone}/tenants/checkpoint"));
-        let checkpoint = inner
-            .etcd
-            .range(checkpoint_key.as_bytes(), None, revision, 1)
-            .await?;
         let mut covered = 0;
-        if let Some(kv) = checkpoint.kvs.first()
-            && let Some(parsed) = parse_checkpoint(&kv.value)
-        {
+        if let Some((modified, Some(parsed))) = checkpoint_at(inner, &zone, revision).await? {
             covered = parsed.revision;
-            log.checkpoint_mod = kv.mod_revision;
+            log.checkpoint_mod = modified;
             log.checkpoint_id = Some(parsed.id);
         }
         let prefix = inner.key(&format!("zones/{zone}/tenants/log/"));
@@ -1038,14 +1051,9 @@ async fn resync_tenants(inner: &Inner, zt: &ZoneTenants, revision: i64) -> Resul
     let zone = &zt.zone;
     let mut log = ZoneLog::default();
     let mut target: HashMap<Box<str>, Box<str>> = HashMap::new();
-    let checkpoint_key = inner.key(&format!("zones/{zone}/tenants/checkpoint"));
-    let checkpoint = inner
-        .etcd
-        .range(checkpoint_key.as_bytes(), None, revision, 1)
-        .await?;
     let mut covered = 0;
-    if let Some(kv) = checkpoint.kvs.first() {
-        let Some(checkpoint) = parse_checkpoint(&kv.value) else {
+    if let Some((modified, checkpoint)) = checkpoint_at(inner, zone, revision).await? {
+        let Some(checkpoint) = checkpoint else {
             return Err(EtcdError::Protocol(format!(
                 "unreadable tenant checkpoint in zone {zone}"
             )));
@@ -1067,7 +1075,7 @@ async fn resync_tenants(inner: &Inner, zt: &ZoneTenants, revision: i64) -> Resul
             }
         }
         covered = checkpoint.revision;
-        log.checkpoint_mod = kv.mod_revision;
+        log.checkpoint_mod = modified;
         log.checkpoint_id = Some(checkpoint.id);
     }
     let prefix = inner.key(&format!("zones/{zone}/tenants/log/"));
@@ -1328,10 +1336,18 @@ async fn apply_batch(
     let mut tenant_changes: BTreeMap<String, Changes> = BTreeMap::new();
     let mut overrides: Option<Overrides> = None;
     let mut health_changed = false;
+    // The last operator change (tenants, overrides, checkpoints) in this message.
+    let mut changes = None;
     for event in &batch.events {
         let key = parse_key(&inner.prefix, &event.kv.key);
         if let Some(key) = &key {
             health_changed |= inner.note_health_key(key, event.deleted, &event.kv.value);
+        }
+        if matches!(
+            key,
+            Some(Key::Log { .. } | Key::Override { .. } | Key::Checkpoint { .. })
+        ) {
+            changes = Some(event.kv.mod_revision);
         }
         match key {
             Some(Key::Log { zone, id }) => {
@@ -1403,17 +1419,6 @@ async fn apply_batch(
     if health_changed {
         inner.send_health_view();
     }
-    let changes = batch
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                parse_key(&inner.prefix, &e.kv.key),
-                Some(Key::Log { .. } | Key::Override { .. } | Key::Checkpoint { .. })
-            )
-        })
-        .map(|e| e.kv.mod_revision)
-        .max();
     finish_revision(inner, cluster_id, last).await?;
     if let Some(changes) = changes {
         inner.set_status(|s| s.changes = s.changes.max(changes));
