@@ -20,6 +20,7 @@ const state = {
   tenantCursors: [],
   tenantNext: null,
   refreshTimer: null,
+  refreshing: false,
 };
 
 // --- Elements -------------------------------------------------------------------------
@@ -462,12 +463,17 @@ async function refreshHealth() {
 
 async function refresh() {
   clearTimeout(state.refreshTimer);
+  // One refresh at a time: a tab becoming visible during one does not start another.
+  if (state.refreshing) return;
+  state.refreshing = true;
   try {
     await refreshHealth();
     await refreshFleet();
     showError('');
   } catch (error) {
     report(error);
+  } finally {
+    state.refreshing = false;
   }
   state.refreshTimer = setTimeout(refresh, REFRESH_MS);
 }
