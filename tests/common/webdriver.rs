@@ -198,27 +198,40 @@ impl Browser {
         }
     }
 
+    /// A command on the first element matching `css`. The page redraws its tables as it
+    /// refreshes, so an element found may be replaced before the command reaches it:
+    /// then it is found again (a stale element was not acted on).
+    fn on_element(&self, css: &str, method: &str, command: &str, body: Option<Value>) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let id = self.find(css);
+            let path = format!("/session/{}/element/{id}{command}", self.session);
+            let (status, answer) = request(self.addr, method, &path, body.as_ref())
+                .unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+            if status == 200 {
+                return answer["value"].clone();
+            }
+            assert!(
+                answer["value"]["error"] == "stale element reference" && Instant::now() < deadline,
+                "webdriver {method} {path}: {answer}"
+            );
+        }
+    }
+
     /// Clicks the first element matching `css`, as a user would.
     pub fn click(&self, css: &str) {
-        let id = self.find(css);
-        self.session_call("POST", &format!("/element/{id}/click"), Some(json!({})));
+        self.on_element(css, "POST", "/click", Some(json!({})));
     }
 
     /// Types `text` into the first element matching `css`, after clearing it.
     pub fn type_into(&self, css: &str, text: &str) {
-        let id = self.find(css);
-        self.session_call("POST", &format!("/element/{id}/clear"), Some(json!({})));
-        self.session_call(
-            "POST",
-            &format!("/element/{id}/value"),
-            Some(json!({ "text": text })),
-        );
+        self.on_element(css, "POST", "/clear", Some(json!({})));
+        self.on_element(css, "POST", "/value", Some(json!({ "text": text })));
     }
 
     /// The visible text of the first element matching `css`.
     pub fn text(&self, css: &str) -> String {
-        let id = self.find(css);
-        self.session_call("GET", &format!("/element/{id}/text"), None)
+        self.on_element(css, "GET", "/text", None)
             .as_str()
             .unwrap_or_default()
             .to_string()
