@@ -1,13 +1,17 @@
 //! The status page in headless Chromium, driven over WebDriver (chromedriver): the
 //! page loads and shows the example zone's sites on the table and the map, a drain
 //! click changes both what the page shows and what DNS answers, explain shows its
-//! reasons, a tenant moves, and with a token the page asks for it once.
+//! reasons, a tenant moves, with a token the page asks for it once, and in a fleet it
+//! shows the nodes and a drain reaches every node.
 //!
-//! Skipped when chromium or chromedriver is missing, unless `GEOLB_REQUIRE_TOOLS=1`.
+//! Skipped when chromium or chromedriver is missing, unless `GEOLB_REQUIRE_TOOLS=1`
+//! (and the fleet test without etcd, unless `GEOLB_REQUIRE_ETCD=1`).
 //! With `GEOLB_STATUS_SCREENSHOT=FILE`, the explain test saves the page as a PNG there
 //! (how docs/status-page.png is made).
 
 mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
@@ -314,4 +318,80 @@ fn with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_session() {
     browser.goto(&format!("http://{admin}/"));
     browser.wait_js("every site", SITE_ROWS, json!([3]));
     assert_eq!(browser.js(dialog_open, json!([])), false);
+}
+
+/// A fleet node's files: the example zones and a geolb.toml with `[cluster]`.
+fn fleet_node(etcd: &etcd::EtcdCluster, name: &str) -> (TempDir, TestServer) {
+    let dir = TempDir::new(&format!("status-fleet-{name}"));
+    std::fs::create_dir_all(dir.0.join("zones")).unwrap();
+    for file in ["example.test.toml", "example.tenants.toml"] {
+        std::fs::copy(
+            repo(&format!("zones/{file}")),
+            dir.0.join("zones").join(file),
+        )
+        .unwrap();
+    }
+    dir.write(
+        "geolb.toml",
+        &format!(
+            "state_dir = \"state\"\n[cluster]\netcd = {}\nnode = \"{name}\"\n",
+            etcd.toml_endpoints()
+        ),
+    );
+    let server = TestServer::start(&[
+        "--config",
+        &dir.path("geolb.toml"),
+        "--zones",
+        &dir.path("zones"),
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    (dir, server)
+}
+
+#[test]
+fn in_a_fleet_the_page_shows_the_nodes_and_a_drain_reaches_every_node() {
+    let Some(tools) = tools("status page in a fleet") else {
+        return;
+    };
+    if !etcd::available("status page in a fleet") {
+        return;
+    }
+    let etcd = etcd::EtcdCluster::start(1);
+    let (_a_dir, a) = fleet_node(&etcd, "n1");
+    let (_b_dir, b) = fleet_node(&etcd, "n2");
+    for server in [&a, &b] {
+        poll("the node to connect to etcd", || {
+            http(server.admin.unwrap(), "GET", "/metrics", None, None)
+                .1
+                .contains("geolb_cluster_connected 1")
+        });
+    }
+    let ams1: IpAddr = "192.0.2.10".parse().unwrap();
+    let nyc1: IpAddr = "198.51.100.10".parse().unwrap();
+    assert_eq!(db_answer(&b), vec![nyc1]);
+
+    let browser = Browser::start(&tools);
+    browser.goto(&format!("http://{}/", a.admin.unwrap()));
+    browser.wait_js("every site", SITE_ROWS, json!([3]));
+    // The page refreshes every 5 s; the second node may register after the first look.
+    browser.wait_js(
+        "both nodes on the fleet panel",
+        "return !document.getElementById('fleet-panel').hidden
+            && [...document.querySelectorAll('#fleet tbody tr')].map((tr) => tr.dataset.node).sort().join() === 'n1,n2'",
+        json!([]),
+    );
+    assert!(
+        browser
+            .text("#fleet-summary")
+            .contains("this node n1, connected")
+    );
+    assert!(browser.text("#etcd tbody tr").contains("healthy"));
+
+    // A drain on one node's page reaches the other node's answers.
+    browser.click("#sites tr[data-site='nyc1'] button.drain");
+    site_state_is(&browser, "nyc1", "drain");
+    poll("the other node to fail db over to ams1", || {
+        db_answer(&b) == vec![ams1]
+    });
 }
