@@ -2,7 +2,7 @@
 //! metrics.
 //!
 //! JSON over HTTP/1.1. Without a token it binds only loopback; with one every request
-//! needs `Authorization: Bearer TOKEN`. Changes go to the compiler as events and are
+//! needs `Authorization: Bearer TOKEN`, except the status page's own files (`status`). Changes go to the compiler as events and are
 //! acknowledged once applied (and, for overrides, once durable). Nothing here is on the
 //! query path; reads take the current snapshot like a query does.
 

@@ -461,10 +461,16 @@ async function refreshHealth() {
   $('refreshed').textContent = `updated ${new Date().toLocaleTimeString()}`;
 }
 
-async function refresh() {
+// `first`: the load when the page opens, done even in a tab opened in the background.
+async function refresh(first) {
   clearTimeout(state.refreshTimer);
   // One refresh at a time: a tab becoming visible during one does not start another.
   if (state.refreshing) return;
+  // Nothing is fetched while the tab is hidden; becoming visible refreshes at once.
+  if (document.hidden && !first) {
+    state.refreshTimer = setTimeout(refresh, REFRESH_MS);
+    return;
+  }
   state.refreshing = true;
   try {
     await refreshHealth();
@@ -499,7 +505,7 @@ function wire() {
     state.tenantCursors = [null];
     searchTenants().catch(report);
   });
-  document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(); });
+  document.addEventListener('visibilitychange', () => { if (!document.hidden) refresh(false); });
 }
 
 async function start() {
@@ -511,7 +517,7 @@ async function start() {
   } catch (error) {
     report(error);
   }
-  await refresh();
+  await refresh(true);
 }
 
 start();
