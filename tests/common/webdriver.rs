@@ -97,15 +97,20 @@ impl Browser {
                 }
             });
         }
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Owned by a Browser from here on, so a failure below still stops the driver.
+        let mut browser = Browser {
+            driver,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            session: String::new(),
+        };
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Ok((200, status)) = request(addr, "GET", "/status", None)
+            if let Ok((200, status)) = request(browser.addr, "GET", "/status", None)
                 && status["value"]["ready"] == true
             {
                 break;
             }
-            if let Ok(Some(exit)) = driver.try_wait() {
+            if let Ok(Some(exit)) = browser.driver.try_wait() {
                 panic!("chromedriver exited early ({exit})");
             }
             assert!(Instant::now() < deadline, "chromedriver never became ready");
@@ -123,11 +128,6 @@ impl Browser {
                 },
             }},
         });
-        let mut browser = Browser {
-            driver,
-            addr,
-            session: String::new(),
-        };
         let created = browser.call("POST", "/session", Some(capabilities));
         browser.session = created["sessionId"]
             .as_str()
