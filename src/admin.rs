@@ -2,7 +2,7 @@
 //! metrics.
 //!
 //! JSON over HTTP/1.1. Without a token it binds only loopback; with one every request
-//! needs `Authorization: Bearer TOKEN`. Changes go to the compiler as events and are
+//! needs `Authorization: Bearer TOKEN`, except the status page's own files (`status`). Changes go to the compiler as events and are
 //! acknowledged once applied (and, for overrides, once durable). Nothing here is on the
 //! query path; reads take the current snapshot like a query does.
 
@@ -230,6 +230,8 @@ fn router(ctx: Ctx) -> Router {
         .route("/v1/explain", get(explain))
         .route("/metrics", get(metrics))
         .route("/v1/cluster", get(cluster))
+        // The status page and the read-only endpoints it needs (`status`).
+        .merge(crate::status::router(ctx.control.clone()))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         // Outermost, so it runs before any extractor reads a body: an unauthenticated
         // request is answered 401 without its body being read.
@@ -271,7 +273,17 @@ async fn auth(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &ctx.token {
+    // The status page's own files (`GET /` and `/status/...`) are the same for everyone
+    // and hold no data, so a browser can load them before it has the token; every data
+    // call the page makes carries the token like any other client's.
+    let public = crate::status::is_public(request.method(), request.uri().path());
+    if !public && crate::status::cross_site(&headers) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "refused: a browser sent this request for another site's page",
+        );
+    }
+    if let Some(token) = ctx.token.as_ref().filter(|_| !public) {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

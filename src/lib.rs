@@ -34,4 +34,5 @@ pub mod rrl;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod status;
 pub mod tenants;
