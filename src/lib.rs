@@ -35,3 +35,4 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod tenants;
+pub mod zonefile;
