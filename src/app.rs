@@ -859,6 +859,9 @@ struct Compiler {
     reload_waiting: Vec<ReloadReply>,
     reload_tx: mpsc::UnboundedSender<Reloaded>,
     reload_rx: mpsc::UnboundedReceiver<Reloaded>,
+    /// What a reload replaced, freed on a blocking thread once the snapshot that no
+    /// longer uses it is published: freeing a large zone takes a while.
+    retired: Option<(Loaded, Vec<Arc<StaticZone>>)>,
 }
 
 type ReloadReply = oneshot::Sender<Result<ReloadSummary, ConfigErrors>>;
@@ -1202,6 +1205,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
     let mut compiler = Compiler {
         reload_running: false,
         reload_waiting: Vec::new(),
+        retired: None,
         reload_tx,
         reload_rx,
         pools: Vec::new(),
@@ -1271,6 +1275,9 @@ impl Compiler {
                 }
             }
             self.publish();
+            if let Some(retired) = self.retired.take() {
+                tokio::task::spawn_blocking(move || drop(retired));
+            }
         }
     }
 
@@ -1534,9 +1541,15 @@ impl Compiler {
                 // the old tables; its store's newer table wins over the reloaded one.
                 for (zone, store) in loaded.stores.iter().enumerate() {
                     let Some(store) = store else { continue };
-                    let served = self.loaded.stores.iter().zip(&self.loaded.tenants).find(
-                        |(old, _)| old.as_ref().is_some_and(|old| Arc::ptr_eq(&old.store, &store.store)),
-                    );
+                    let served =
+                        self.loaded
+                            .stores
+                            .iter()
+                            .zip(&self.loaded.tenants)
+                            .find(|(old, _)| {
+                                old.as_ref()
+                                    .is_some_and(|old| Arc::ptr_eq(&old.store, &store.store))
+                            });
                     if let (Some((_, served)), Some(table)) = (served, loaded.tenants.get_mut(zone))
                         && served.version() > table.version()
                     {
@@ -1544,8 +1557,10 @@ impl Compiler {
                     }
                 }
                 let carried = self.targets_by_identity();
-                self.loaded = loaded;
+                let old_loaded = std::mem::replace(&mut self.loaded, loaded);
+                let old_statics = self.statics.clone();
                 self.install_model(carried, statics);
+                self.retired = Some((old_loaded, old_statics));
                 self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(zones = summary.zones, names = summary.names, "reload ok");
                 Ok(summary)

@@ -21,8 +21,8 @@ use crate::config::{
     self, ConfigError, ConfigErrors, RawCheck, RawPool, RawSharding, RawSite, RawZoneFile, Source,
 };
 use crate::geo::{Code2, Coord};
-use crate::zonefile;
 use crate::health::{CheckKind, CheckSpec, StatusSet};
+use crate::zonefile;
 
 /// Index of a site in its zone's `sites`.
 pub type SiteIdx = u16;
@@ -320,7 +320,9 @@ pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
         _ => {
             return Err(vec![file_error(
                 path,
-                format!("the file name \"{stem}\" is not a domain name; name a master file after its zone, such as example.com.zone"),
+                format!(
+                    "the file name \"{stem}\" is not a domain name; name a master file after its zone, such as example.com.zone"
+                ),
             )]);
         }
     };
@@ -344,7 +346,11 @@ pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
         return Err(errors);
     };
     for &extra in &soas[1..] {
-        errors.push(file.error_at(extra, "SOA", "a second SOA record; a zone has one".to_string()));
+        errors.push(file.error_at(
+            extra,
+            "SOA",
+            "a second SOA record; a zone has one".to_string(),
+        ));
     }
     let soa = file.records[first_soa].record.clone();
     let origin = soa.name.clone();
@@ -551,7 +557,10 @@ impl Cx<'_> {
             } else if !standalone && rtype == RecordType::NS && record.name == *origin {
                 Some("NS records at the apex of a TOML zone come from zone.ns; remove them from the included file".to_string())
             } else if rtype == RecordType::SOA && record.name != *origin {
-                Some(format!("an SOA record belongs at the apex {origin}, not at {}", record.name))
+                Some(format!(
+                    "an SOA record belongs at the apex {origin}, not at {}",
+                    record.name
+                ))
             } else {
                 None
             };

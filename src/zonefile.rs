@@ -579,8 +579,9 @@ fn rdata(
     Ok(match rtype {
         RecordType::A => {
             let w = single(tokens, text, rtype)?;
-            RData::A(A(Ipv4Addr::from_str(w)
-                .map_err(|_| format!("\"{w}\" is not an IPv4 address"))?))
+            RData::A(A(
+                Ipv4Addr::from_str(w).map_err(|_| format!("\"{w}\" is not an IPv4 address"))?
+            ))
         }
         RecordType::AAAA => {
             let w = single(tokens, text, rtype)?;
@@ -593,7 +594,10 @@ fn rdata(
         RecordType::PTR => RData::PTR(PTR(absolute(single(tokens, text, rtype)?, origin)?)),
         RecordType::MX => {
             let w = words(2)?;
-            RData::MX(MX::new(number(w[0], "preference")?, absolute(w[1], origin)?))
+            RData::MX(MX::new(
+                number(w[0], "preference")?,
+                absolute(w[1], origin)?,
+            ))
         }
         RecordType::SRV => {
             let w = words(4)?;

@@ -76,7 +76,10 @@ fn txt_strings_escapes_and_other_types() {
         other => panic!("{other:?}"),
     }
     let shown = shown(&file);
-    assert_eq!(shown[1], "s.example.test. 300 SRV 0 5 5060 sip.example.test. @3");
+    assert_eq!(
+        shown[1],
+        "s.example.test. 300 SRV 0 5 5060 sip.example.test. @3"
+    );
     assert_eq!(shown[2], "c.example.test. 300 CNAME www.example.test. @4");
     assert_eq!(shown[3], "p.example.test. 300 PTR host. @5");
     assert_eq!(records[4].record.record_type(), RecordType::CAA);
@@ -171,7 +174,10 @@ fn includes_with_origin_loops_and_missing_files() {
     );
     assert_eq!(
         errors[2],
-        format!("{main}:6: $INCLUDE: {} includes itself", dir.join("main.zone").display())
+        format!(
+            "{main}:6: $INCLUDE: {} includes itself",
+            dir.join("main.zone").display()
+        )
     );
     assert_eq!(
         shown(&file),
