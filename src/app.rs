@@ -872,6 +872,23 @@ struct Reloaded {
     replies: Vec<ReloadReply>,
 }
 
+/// Frees what a reload replaced, then gives the pages back. The UDP threads let go of
+/// the old snapshot within their receive timeout (and at their next batch); waiting
+/// for that (bounded) makes the last reference this thread's, so the trim that follows
+/// sees the old zones' memory free.
+fn free_retired(retired: (Loaded, Vec<Arc<StaticZone>>)) {
+    let (loaded, statics) = retired;
+    drop(loaded);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while statics.iter().any(|zone| Arc::strong_count(zone) > 1)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(statics);
+    crate::memory::trim();
+}
+
 /// Compiles every zone's static part, moving the records out of the model (it keeps
 /// no second copy of them).
 fn compile_statics(model: &mut Model) -> Vec<Arc<StaticZone>> {
@@ -1232,6 +1249,8 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
     };
     compiler.install_model(HashMap::new(), statics);
     compiler.publish();
+    // The zone files' text and parse trees are gone; give their pages back.
+    crate::memory::trim();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(compiler.run(rx));
     Ok(Control {
@@ -1276,7 +1295,7 @@ impl Compiler {
             }
             self.publish();
             if let Some(retired) = self.retired.take() {
-                tokio::task::spawn_blocking(move || drop(retired));
+                tokio::task::spawn_blocking(move || free_retired(retired));
             }
         }
     }
@@ -1523,6 +1542,8 @@ impl Compiler {
                 let statics = compile_statics(&mut loaded.model);
                 (loaded, statics)
             });
+            // What parsing left behind (or all of it, when the reload failed).
+            crate::memory::trim();
             let _ = done.send(Reloaded { result, replies });
         });
     }

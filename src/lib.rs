@@ -27,6 +27,7 @@ pub mod explain;
 pub mod fleet;
 pub mod geo;
 pub mod health;
+pub mod memory;
 pub mod model;
 pub mod overrides;
 pub mod policy;
