@@ -1494,20 +1494,29 @@ impl Cx<'_> {
                 pool_of.entry(owner).or_insert(&pool.name);
             }
         }
-        let mut by_name: HashMap<&Name, Vec<(usize, RecordType)>> = HashMap::new();
-        for (i, record) in zone.records.iter().enumerate() {
-            by_name
-                .entry(&record.name)
-                .or_default()
-                .push((i, record.record_type()));
-        }
+        let (order, ends) = group_by_owner(&zone.records);
         let mut found = Vec::new();
-        for (owner, entries) in &by_name {
+        let mut start = 0;
+        let mut entries: Vec<(usize, RecordType)> = Vec::new();
+        for &end in &ends {
+            let group = order.get(start..end as usize).unwrap_or_default();
+            start = end as usize;
+            entries.clear();
+            entries.extend(group.iter().filter_map(|&i| {
+                let record = zone.records.get(i as usize)?;
+                Some((i as usize, record.record_type()))
+            }));
+            let Some(owner) = entries
+                .first()
+                .and_then(|(i, _)| zone.records.get(*i))
+                .map(|r| &r.name)
+            else {
+                continue;
+            };
             let has_cname = entries.iter().any(|(_, t)| *t == RecordType::CNAME);
-            let is_cut =
-                **owner != zone.origin && entries.iter().any(|(_, t)| *t == RecordType::NS);
+            let is_cut = *owner != zone.origin && entries.iter().any(|(_, t)| *t == RecordType::NS);
             let pool = pool_of.get(owner).copied();
-            for (i, rtype) in entries {
+            for (i, rtype) in &entries {
                 // RFC 4035 section 2.4: DS is the parent side's data at a delegation.
                 if *rtype == RecordType::DS && !is_cut {
                     found.push((*i, format!("{owner} is not a delegation: DS records belong at a name with NS records below the apex")));
@@ -1546,6 +1555,55 @@ impl Cx<'_> {
             self.errors.extend(error);
         }
     }
+}
+
+/// The indices of `records` grouped by owner name: `order` lists every index, owners
+/// one after another (each owner's records by type, then in the order written), and
+/// `ends` is where each owner's run in `order` ends. Names are grouped through a hash
+/// of their lower-case labels, and compared only where two owners share one.
+pub fn group_by_owner(records: &[Record]) -> (Vec<u32>, Vec<u32>) {
+    let mut keyed: Vec<(u64, u16, u32)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (owner_hash(&r.name), u16::from(r.record_type()), i as u32))
+        .collect();
+    keyed.sort_unstable();
+    let name_of = |k: &(u64, u16, u32)| records.get(k.2 as usize).map(|r| &r.name);
+    let mut order = Vec::with_capacity(keyed.len());
+    let mut ends = Vec::new();
+    let mut rest = &keyed[..];
+    while let Some(first) = rest.first() {
+        let run_len = rest.iter().take_while(|k| k.0 == first.0).count();
+        let (run, tail) = rest.split_at(run_len);
+        rest = tail;
+        let name = name_of(first);
+        if run.iter().all(|k| name_of(k) == name) {
+            order.extend(run.iter().map(|k| k.2));
+            ends.push(order.len() as u32);
+            continue;
+        }
+        // Different names with the same hash: one group per name, in run order.
+        let mut left: Vec<&(u64, u16, u32)> = run.iter().collect();
+        while let Some(head) = left.first().copied() {
+            let name = name_of(head);
+            order.extend(left.iter().filter(|k| name_of(k) == name).map(|k| k.2));
+            ends.push(order.len() as u32);
+            left.retain(|k| name_of(k) != name);
+        }
+    }
+    (order, ends)
+}
+
+/// FNV-1a over a name's lower-case labels, each preceded by its length.
+fn owner_hash(name: &Name) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for label in name.iter() {
+        hash = (hash ^ label.len() as u64).wrapping_mul(0x0100_0000_01b3);
+        for &byte in label {
+            hash = (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
@@ -1685,6 +1743,31 @@ mod tests {
             text: text.to_string(),
         };
         zone_from_source(&source).map_err(|errs| errs.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn records_group_by_owner_in_type_then_written_order() {
+        let rec =
+            |name: &str, data: RData| Record::from_rdata(Name::from_ascii(name).unwrap(), 60, data);
+        let a = |last: u8| RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, last));
+        let txt = RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["t".into()]));
+        let records = vec![
+            rec("b.test.", a(1)),
+            rec("a.test.", txt.clone()),
+            rec("A.test.", a(2)),
+            rec("b.test.", a(3)),
+            rec("a.test.", a(4)),
+        ];
+        let (order, ends) = group_by_owner(&records);
+        let mut groups = Vec::new();
+        let mut start = 0;
+        for end in ends {
+            groups.push(order[start..end as usize].to_vec());
+            start = end as usize;
+        }
+        groups.sort();
+        // a.test.: the A records (as written: 2, 4), then TXT; b.test.: 0, 3.
+        assert_eq!(groups, [vec![0, 3], vec![2, 4, 1]]);
     }
 
     const HEAD: &str = "[zone]\norigin = \"example.test\"\nns = [\"ns1\"]\n";

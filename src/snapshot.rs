@@ -362,31 +362,40 @@ pub fn parent_key(key: &[u8]) -> Option<&[u8]> {
 /// Records of one name and type keep the order they were written in.
 pub fn compile_static(zone: &Zone, records: Vec<Record>) -> StaticZone {
     let origin_key = wire_key(&zone.origin);
-    let mut keyed: Vec<(Box<[u8]>, Record)> = records
-        .into_iter()
-        .map(|record| (wire_key(&record.name), record))
-        .collect();
-    keyed.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| u16::from(a.1.record_type()).cmp(&u16::from(b.1.record_type())))
-    });
+    let (order, ends) = model::group_by_owner(&records);
+    let mut slots: Vec<Option<Record>> = records.into_iter().map(Some).collect();
     let mut nodes: NameMap<Node> = NameMap::default();
-    nodes.reserve(keyed.len());
+    nodes.reserve(ends.len());
     let mut cut_lens = KeyLens::default();
-    let mut records = keyed.into_iter().peekable();
-    while let Some((key, first)) = records.next() {
+    let mut start = 0;
+    for &end in &ends {
+        let group = order.get(start..end as usize).unwrap_or_default();
+        start = end as usize;
         let mut node = Node::default();
-        let mut rtype = first.record_type();
-        let mut set = vec![first];
-        while let Some((_, next)) = records.next_if(|(k, _)| *k == key) {
-            if next.record_type() != rtype {
-                node.rrsets
-                    .push((rtype, std::mem::take(&mut set).into_boxed_slice()));
-                rtype = next.record_type();
+        let mut key = None;
+        let mut set: Option<(RecordType, Vec<Record>)> = None;
+        for &i in group {
+            let Some(record) = slots.get_mut(i as usize).and_then(Option::take) else {
+                continue;
+            };
+            if key.is_none() {
+                key = Some(wire_key(&record.name));
             }
-            set.push(next);
+            let rtype = record.record_type();
+            match &mut set {
+                Some((t, records)) if *t == rtype => records.push(record),
+                _ => {
+                    if let Some((t, records)) = set.take() {
+                        node.rrsets.push((t, records.into_boxed_slice()));
+                    }
+                    set = Some((rtype, vec![record]));
+                }
+            }
         }
-        node.rrsets.push((rtype, set.into_boxed_slice()));
+        if let Some((t, records)) = set {
+            node.rrsets.push((t, records.into_boxed_slice()));
+        }
+        let Some(key) = key else { continue };
         node.rrsets.shrink_to_fit();
         if *key != *origin_key && node.rrset(RecordType::NS).is_some() {
             node.delegation = true;
