@@ -1577,7 +1577,8 @@ pub fn group_by_owner(records: &[Record]) -> (Vec<u32>, Vec<u32>) {
         let (run, tail) = rest.split_at(run_len);
         rest = tail;
         let name = name_of(first);
-        if run.iter().all(|k| name_of(k) == name) {
+        // Almost every run is one owner; the names are compared only to be sure.
+        if run.iter().skip(1).all(|k| name_of(k) == name) {
             order.extend(run.iter().map(|k| k.2));
             ends.push(order.len() as u32);
             continue;
