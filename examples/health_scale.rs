@@ -424,7 +424,10 @@ fn publish_cost(dir: &Path) -> f64 {
         ..Settings::default()
     };
     let loaded = app::load(&settings).unwrap_or_else(|e| panic!("generated zone: {e}"));
-    let zone = Arc::new(snapshot::compile_static(&loaded.model.zones[0]));
+    let zone = Arc::new(snapshot::compile_static(
+        &loaded.model.zones[0],
+        loaded.model.zones[0].records.clone(),
+    ));
     let tenants = loaded.tenants[0].clone();
     let mut states = vec![SiteState::Up; zone.sites.len()];
     let mut times: Vec<f64> = (0..500)

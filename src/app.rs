@@ -751,7 +751,7 @@ pub fn snapshot_all_up(loaded: &Loaded) -> Snapshot {
         .iter()
         .zip(&loaded.tenants)
         .map(|(zone, tenants)| {
-            let zone = Arc::new(snapshot::compile_static(zone));
+            let zone = Arc::new(snapshot::compile_static(zone, zone.records.clone()));
             let states = vec![SiteState::Up; zone.sites.len()];
             ZoneSnap {
                 pools: Arc::new(snapshot::compile_pools(&zone, &states)),
@@ -852,6 +852,54 @@ struct Compiler {
     health_out: Option<mpsc::UnboundedSender<crate::fleet::LocalVerdict>>,
     /// The targets the running probes cover.
     probing: Vec<TargetKey>,
+    /// Whether a reload is being loaded and compiled on a blocking thread.
+    reload_running: bool,
+    /// Replies for the reload that starts when the running one is done (requests made
+    /// while one runs may have edited files it already read).
+    reload_waiting: Vec<ReloadReply>,
+    reload_tx: mpsc::UnboundedSender<Reloaded>,
+    reload_rx: mpsc::UnboundedReceiver<Reloaded>,
+    /// What a reload replaced, freed on a blocking thread once the snapshot that no
+    /// longer uses it is published: freeing a large zone takes a while.
+    retired: Option<(Loaded, Vec<Arc<StaticZone>>)>,
+}
+
+type ReloadReply = oneshot::Sender<Result<ReloadSummary, ConfigErrors>>;
+
+/// A reload loaded and compiled off the compiler task, back to be installed.
+struct Reloaded {
+    result: Result<(Loaded, Vec<Arc<StaticZone>>), ConfigErrors>,
+    replies: Vec<ReloadReply>,
+}
+
+/// Frees what a reload replaced, then gives the pages back. The UDP threads let go of
+/// the old snapshot within their receive timeout (and at their next batch); waiting
+/// for that (bounded) makes the last reference this thread's, so the trim that follows
+/// sees the old zones' memory free.
+fn free_retired(retired: (Loaded, Vec<Arc<StaticZone>>)) {
+    let (loaded, statics) = retired;
+    drop(loaded);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while statics.iter().any(|zone| Arc::strong_count(zone) > 1)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(statics);
+    crate::memory::trim();
+}
+
+/// Compiles every zone's static part, moving the records out of the model (it keeps
+/// no second copy of them).
+fn compile_statics(model: &mut Model) -> Vec<Arc<StaticZone>> {
+    model
+        .zones
+        .iter_mut()
+        .map(|zone| {
+            let records = std::mem::take(&mut zone.records);
+            Arc::new(snapshot::compile_static(zone, records))
+        })
+        .collect()
 }
 
 /// Zone name (without the trailing dot) to its tenant store.
@@ -1168,7 +1216,15 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
     let stats = Arc::new(Stats::default());
     let shown_overrides = Arc::new(std::sync::Mutex::new(overrides.clone()));
     let tenant_index: TenantIndex = Arc::default();
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let mut loaded = loaded;
+    let statics = compile_statics(&mut loaded.model);
     let mut compiler = Compiler {
+        reload_running: false,
+        reload_waiting: Vec::new(),
+        retired: None,
+        reload_tx,
+        reload_rx,
         pools: Vec::new(),
         pools_dirty: true,
         published_replies: Vec::new(),
@@ -1191,8 +1247,10 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         all_down: HashSet::new(),
         stats: stats.clone(),
     };
-    compiler.install_model(HashMap::new());
+    compiler.install_model(HashMap::new(), statics);
     compiler.publish();
+    // The zone files' text and parse trees are gone; give their pages back.
+    crate::memory::trim();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(compiler.run(rx));
     Ok(Control {
@@ -1210,6 +1268,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
 enum Input {
     Control(Event),
     Health(HealthEvent),
+    Reloaded(Reloaded),
 }
 
 impl Compiler {
@@ -1221,6 +1280,7 @@ impl Compiler {
                     None => return,
                 },
                 Some(event) = self.health_rx.recv() => Input::Health(event),
+                Some(done) = self.reload_rx.recv() => Input::Reloaded(done),
             };
             self.apply(input);
             // Coalesce a burst: apply whatever else is already queued, publish once.
@@ -1234,14 +1294,31 @@ impl Compiler {
                 }
             }
             self.publish();
+            if let Some(retired) = self.retired.take() {
+                tokio::task::spawn_blocking(move || free_retired(retired));
+            }
         }
     }
 
     fn apply(&mut self, input: Input) {
         match input {
             Input::Control(Event::Reload(reply)) => {
-                let result = self.reload();
-                let _ = reply.send(result);
+                if self.reload_running {
+                    self.reload_waiting.push(reply);
+                } else {
+                    self.start_reload(vec![reply]);
+                }
+            }
+            Input::Reloaded(Reloaded { result, replies }) => {
+                let result = self.install_reload(result);
+                for reply in replies {
+                    let _ = reply.send(result.clone());
+                }
+                self.reload_running = false;
+                if !self.reload_waiting.is_empty() {
+                    let waiting = std::mem::take(&mut self.reload_waiting);
+                    self.start_reload(waiting);
+                }
             }
             Input::Control(Event::Override {
                 zone,
@@ -1329,14 +1406,8 @@ impl Compiler {
     /// Compiles the static zones and (re)starts the probes for the current model.
     /// Verdicts of unchanged (zone, site, check, addresses) carry over, so a reload does
     /// not briefly bring a dead site back.
-    fn install_model(&mut self, carried: HashMap<String, Health>) {
-        self.statics = self
-            .loaded
-            .model
-            .zones
-            .iter()
-            .map(|z| Arc::new(snapshot::compile_static(z)))
-            .collect();
+    fn install_model(&mut self, carried: HashMap<String, Health>, statics: Vec<Arc<StaticZone>>) {
+        self.statics = statics;
         let targets = self.probe_plan();
         let mut health = HashMap::new();
         for target in &targets {
@@ -1458,16 +1529,59 @@ impl Compiler {
             .collect()
     }
 
-    fn reload(&mut self) -> Result<ReloadSummary, ConfigErrors> {
-        match load_for_serving(&self.settings, &self.loaded.stores) {
-            Ok(loaded) => {
+    /// Loads and compiles every file again on a blocking thread, so that overrides,
+    /// tenant changes and health verdicts keep flowing meanwhile; `Input::Reloaded`
+    /// brings the result back.
+    fn start_reload(&mut self, replies: Vec<ReloadReply>) {
+        self.reload_running = true;
+        let settings = self.settings.clone();
+        let stores = self.loaded.stores.clone();
+        let done = self.reload_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = load_for_serving(&settings, &stores).map(|mut loaded| {
+                let statics = compile_statics(&mut loaded.model);
+                (loaded, statics)
+            });
+            // What parsing left behind (or all of it, when the reload failed).
+            crate::memory::trim();
+            let _ = done.send(Reloaded { result, replies });
+        });
+    }
+
+    fn install_reload(
+        &mut self,
+        result: Result<(Loaded, Vec<Arc<StaticZone>>), ConfigErrors>,
+    ) -> Result<ReloadSummary, ConfigErrors> {
+        match result {
+            Ok((mut loaded, statics)) => {
                 let summary = ReloadSummary {
                     zones: loaded.model.zones.len(),
-                    names: loaded.model.n_names(),
+                    names: statics.iter().map(|z| z.n_names()).sum(),
                 };
+                // A tenant change acknowledged while the reload ran was installed on
+                // the old tables; its store's newer table wins over the reloaded one.
+                for (zone, store) in loaded.stores.iter().enumerate() {
+                    let Some(store) = store else { continue };
+                    let served =
+                        self.loaded
+                            .stores
+                            .iter()
+                            .zip(&self.loaded.tenants)
+                            .find(|(old, _)| {
+                                old.as_ref()
+                                    .is_some_and(|old| Arc::ptr_eq(&old.store, &store.store))
+                            });
+                    if let (Some((_, served)), Some(table)) = (served, loaded.tenants.get_mut(zone))
+                        && served.version() > table.version()
+                    {
+                        *table = served.clone();
+                    }
+                }
                 let carried = self.targets_by_identity();
-                self.loaded = loaded;
-                self.install_model(carried);
+                let old_loaded = std::mem::replace(&mut self.loaded, loaded);
+                let old_statics = self.statics.clone();
+                self.install_model(carried, statics);
+                self.retired = Some((old_loaded, old_statics));
                 self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(zones = summary.zones, names = summary.names, "reload ok");
                 Ok(summary)

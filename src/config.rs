@@ -169,6 +169,9 @@ pub struct RawZone {
     #[serde(default)]
     pub ns: Vec<Spanned<String>>,
     pub soa: Option<Spanned<RawSoa>>,
+    /// Master files of static records, relative to the zone file's directory.
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +285,7 @@ const ZONE: Schema = Schema {
         ("ttl", Shape::Leaf),
         ("ns", Shape::Leaf),
         ("soa", Shape::Table(&SOA)),
+        ("include", Shape::Leaf),
     ],
 };
 const RECORD: Schema = Schema {
@@ -377,7 +381,9 @@ pub fn parse_zone_file(source: &Source) -> Result<RawZoneFile, Vec<ConfigError>>
         errors.sort_by_key(|e| e.line);
         return Err(errors);
     }
-    toml::from_str::<RawZoneFile>(&source.text).map_err(|err| vec![toml_error(source, &err)])
+    // Deserialized from the document already parsed, rather than parsing the text again.
+    RawZoneFile::deserialize(toml::de::Deserializer::from(document))
+        .map_err(|err| vec![toml_error(source, &err)])
 }
 
 /// Turns a toml/serde error into a located one, naming the key under the span.

@@ -7,7 +7,7 @@
 //! downstream re-checks. This module does no network I/O and knows nothing of health.
 //! Invariant: `Model` and its parts do not derive `Deserialize`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,6 +22,7 @@ use crate::config::{
 };
 use crate::geo::{Code2, Coord};
 use crate::health::{CheckKind, CheckSpec, StatusSet};
+use crate::zonefile;
 
 /// Index of a site in its zone's `sites`.
 pub type SiteIdx = u16;
@@ -54,6 +55,8 @@ pub struct Zone {
     /// Named pools first, then one pool per shard (see `Sharding::first_shard`).
     pub pools: Vec<Pool>,
     pub sharding: Option<Sharding>,
+    /// The master files of `zone.include`, resolved against the zone file's directory.
+    pub includes: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -147,15 +150,35 @@ impl Model {
     /// Loads every zone file found under `paths` (files, or directories of `*.toml`).
     pub fn load(paths: &[PathBuf]) -> Result<Model, ConfigErrors> {
         let mut errors = Vec::new();
-        let files = zone_files(paths, &mut errors);
+        let (files, listed) = zone_files(paths, &mut errors);
         let mut zones = Vec::new();
+        let mut included: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut masters = Vec::new();
         for file in files {
+            if is_master_file(&file) {
+                masters.push(file);
+                continue;
+            }
             match Source::read(&file) {
                 Ok(source) => match zone_from_source(&source) {
-                    Ok(zone) => zones.push(zone),
+                    Ok(zone) => {
+                        included.extend(zone.includes.iter().map(|p| canonical(p)));
+                        zones.push(zone);
+                    }
                     Err(mut errs) => errors.append(&mut errs),
                 },
                 Err(err) => errors.push(err),
+            }
+        }
+        for file in masters {
+            // A master file found in a directory and included by a TOML zone is that
+            // zone's; one named on the command line is a zone of its own.
+            if !listed.contains(&file) && included.contains(&canonical(&file)) {
+                continue;
+            }
+            match zone_from_master(&file) {
+                Ok(zone) => zones.push(zone),
+                Err(mut errs) => errors.append(&mut errs),
             }
         }
         check_distinct_origins(&zones, &mut errors);
@@ -171,7 +194,7 @@ impl Model {
         self.zones
             .iter()
             .map(|zone| {
-                let mut names: BTreeSet<&Name> = zone.records.iter().map(|r| &r.name).collect();
+                let mut names: HashSet<&Name> = zone.records.iter().map(|r| &r.name).collect();
                 names.extend(zone.pools.iter().flat_map(|p| p.names.iter()));
                 names.len()
             })
@@ -179,8 +202,14 @@ impl Model {
     }
 }
 
-fn zone_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> {
+/// The zone files under `paths`, and those of them named directly (not found in a
+/// directory).
+fn zone_files(
+    paths: &[PathBuf],
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<PathBuf>, BTreeSet<PathBuf>) {
     let mut files = Vec::new();
+    let mut listed = BTreeSet::new();
     for path in paths {
         if path.is_dir() {
             match std::fs::read_dir(path) {
@@ -197,6 +226,7 @@ fn zone_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> 
             }
         } else if path.exists() {
             files.push(path.clone());
+            listed.insert(path.clone());
         } else {
             errors.push(file_error(path, "no such file or directory".to_string()));
         }
@@ -207,16 +237,25 @@ fn zone_files(paths: &[PathBuf], errors: &mut Vec<ConfigError>) -> Vec<PathBuf> 
             file: PathBuf::from(shown.join(", ")),
             line: 0,
             key: String::new(),
-            message: "no zone files found (zone files end in .toml)".to_string(),
+            message: "no zone files found (zone files end in .toml or .zone)".to_string(),
         });
     }
-    files
+    (files, listed)
 }
 
-/// Zone files end in `.toml`; tenant maps (`*.tenants.toml`) beside them are not zones.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Zone files end in `.toml` (tenant maps, `*.tenants.toml`, beside them are not zones)
+/// or in `.zone` (RFC 1035 master files).
 fn is_zone_file(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.ends_with(".toml") && !name.ends_with(".tenants.toml")
+    (name.ends_with(".toml") && !name.ends_with(".tenants.toml")) || is_master_file(path)
+}
+
+fn is_master_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "zone")
 }
 
 fn file_error(path: &Path, message: String) -> ConfigError {
@@ -252,6 +291,9 @@ pub fn zone_from_source(source: &Source) -> Result<Zone, Vec<ConfigError>> {
     let mut cx = Cx {
         source,
         errors: Vec::new(),
+        files: Vec::new(),
+        locs: Vec::new(),
+        included_digest: None,
     };
     let zone = cx.zone(&raw);
     match zone {
@@ -264,10 +306,126 @@ pub fn zone_from_source(source: &Source) -> Result<Zone, Vec<ConfigError>> {
     }
 }
 
+/// Builds a zone of static records from an RFC 1035 master file. The file's name
+/// without `.zone` is the initial `$ORIGIN`; the zone's apex is the owner of its SOA
+/// record, which must be there once, with at least one NS record beside it.
+pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+        .trim_end_matches('.');
+    let initial = match Name::from_ascii(format!("{stem}.")) {
+        Ok(name) if !stem.is_empty() => name.to_lowercase(),
+        _ => {
+            return Err(vec![file_error(
+                path,
+                format!(
+                    "the file name \"{stem}\" is not a domain name; name a master file after its zone, such as example.com.zone"
+                ),
+            )]);
+        }
+    };
+    let mut errors = Vec::new();
+    let file = zonefile::read(path, &initial, None, &mut errors);
+    if file.files.is_empty() {
+        return Err(errors);
+    }
+    let soas: Vec<usize> = file
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.record.record_type() == RecordType::SOA)
+        .map(|(i, _)| i)
+        .collect();
+    let Some(&first_soa) = soas.first() else {
+        errors.push(file_error(
+            path,
+            "no SOA record: a master file zone needs one at its apex".to_string(),
+        ));
+        return Err(errors);
+    };
+    for &extra in &soas[1..] {
+        errors.push(file.error_at(
+            extra,
+            "SOA",
+            "a second SOA record; a zone has one".to_string(),
+        ));
+    }
+    let soa = file.records[first_soa].record.clone();
+    let origin = soa.name.clone();
+    let ns: Vec<Record> = file
+        .records
+        .iter()
+        .map(|r| &r.record)
+        .filter(|r| r.record_type() == RecordType::NS && r.name == origin)
+        .cloned()
+        .collect();
+    if ns.is_empty() {
+        errors.push(file_error(
+            path,
+            format!("no NS records at the apex {origin}; a zone needs at least one"),
+        ));
+    }
+    let source = Source {
+        path: path.to_path_buf(),
+        text: String::new(),
+    };
+    let mut cx = Cx {
+        source: &source,
+        errors,
+        files: Vec::new(),
+        locs: Vec::new(),
+        included_digest: None,
+    };
+    let mut records = Vec::with_capacity(file.records.len());
+    let mut locs = Vec::with_capacity(file.records.len());
+    cx.master_records(file, &origin, true, &mut records, &mut locs);
+    // Keep only the first SOA (a second one is an error above).
+    cx.locs = locs;
+    let zone = Zone {
+        file: path.to_path_buf(),
+        origin,
+        ttl: soa.ttl,
+        soa,
+        ns,
+        records,
+        sites: Vec::new(),
+        pools: Vec::new(),
+        sharding: None,
+        includes: Vec::new(),
+    };
+    cx.check_record_names(&zone, &[]);
+    if cx.errors.is_empty() {
+        Ok(zone)
+    } else {
+        let mut errors = cx.errors;
+        errors.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        Err(errors)
+    }
+}
+
 /// Validation context: the source for locating errors, and the errors so far.
 struct Cx<'a> {
     source: &'a Source,
     errors: Vec<ConfigError>,
+    /// Master files read for this zone, indexed by `Loc::Master::file`.
+    files: Vec<PathBuf>,
+    /// Where each record of the zone was written, in the order of `Zone::records`.
+    locs: Vec<Loc>,
+    /// The digest of the included master files, when there are any.
+    included_digest: Option<u32>,
+}
+
+/// Where a record of `Zone::records` was written, for errors found after reading.
+#[derive(Clone, Copy)]
+enum Loc {
+    /// Built from `[zone]` (the SOA and apex NS of a TOML zone).
+    Zone,
+    /// `records[i]` of the TOML file.
+    Toml(usize),
+    /// A line of a master file (`Cx::files[file]`).
+    Master { file: u32, line: u32 },
 }
 
 impl Cx<'_> {
@@ -280,14 +438,21 @@ impl Cx<'_> {
         let zone = raw.zone.get_ref();
         let origin = self.origin(&zone.origin)?;
         let ttl = self.ttl(zone.ttl.as_ref(), "zone.ttl", 300);
+        let mut included = Vec::new();
+        let mut included_locs = Vec::new();
+        let includes = self.includes(zone, &origin, ttl, &mut included, &mut included_locs);
         let (soa, ns) = self.apex(raw, &origin, ttl);
         let mut records = vec![soa.clone()];
         records.extend(ns.iter().cloned());
+        self.locs = vec![Loc::Zone; records.len()];
         for (i, record) in raw.records.iter().enumerate() {
             if let Some(record) = self.record(record, i, &origin, ttl) {
                 records.push(record);
+                self.locs.push(Loc::Toml(i));
             }
         }
+        records.append(&mut included);
+        self.locs.append(&mut included_locs);
         let checks = self.checks(raw);
         let sites = self.sites(raw, &checks);
         let site_names: Vec<&str> = sites.iter().map(|s| s.name.as_str()).collect();
@@ -319,9 +484,99 @@ impl Cx<'_> {
             sites,
             pools,
             sharding,
+            includes,
         };
-        self.check_names(raw, &zone);
+        self.check_pool_names(raw, &zone);
+        self.check_record_names(&zone, &raw.records);
         Some(zone)
+    }
+
+    /// Reads the master files of `zone.include` into `records` (every record noted in
+    /// `locs`, after the TOML ones), and returns their paths.
+    fn includes(
+        &mut self,
+        zone: &config::RawZone,
+        origin: &Name,
+        ttl: u32,
+        records: &mut Vec<Record>,
+        locs: &mut Vec<Loc>,
+    ) -> Vec<PathBuf> {
+        let base = self
+            .source
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut paths = Vec::new();
+        for (i, raw) in zone.include.iter().enumerate() {
+            let key = format!("zone.include[{i}]");
+            let text = raw.get_ref().trim();
+            if text.is_empty() {
+                self.err(raw, key, "an include must name a master file");
+                continue;
+            }
+            let path = base.join(text);
+            if !path.is_file() {
+                self.err(
+                    raw,
+                    key,
+                    format!("cannot read {}: no such file", path.display()),
+                );
+                continue;
+            }
+            let mut errors = Vec::new();
+            let file = zonefile::read(&path, origin, Some(ttl), &mut errors);
+            self.errors.append(&mut errors);
+            let digest = self.included_digest.unwrap_or(zonefile::FNV_OFFSET);
+            self.included_digest = Some(zonefile::fnv(digest, &file.digest.to_be_bytes()));
+            self.master_records(file, origin, false, records, locs);
+            paths.push(path);
+        }
+        paths
+    }
+
+    /// Checks the records of one master file against the zone and adds them.
+    /// `standalone`: the file is the whole zone, so its SOA and apex NS belong to it.
+    fn master_records(
+        &mut self,
+        file: zonefile::MasterFile,
+        origin: &Name,
+        standalone: bool,
+        records: &mut Vec<Record>,
+        locs: &mut Vec<Loc>,
+    ) {
+        let first = self.files.len() as u32;
+        let mut errors = Vec::new();
+        for (index, located) in file.records.iter().enumerate() {
+            let record = &located.record;
+            let rtype = record.record_type();
+            let message = if !origin.zone_of(&record.name) {
+                Some(format!("{} is outside the zone {origin}", record.name))
+            } else if !standalone && rtype == RecordType::SOA {
+                Some("the SOA of a TOML zone comes from [zone]; remove it from the included file (or serve the file alone as a .zone zone)".to_string())
+            } else if !standalone && rtype == RecordType::NS && record.name == *origin {
+                Some("NS records at the apex of a TOML zone come from zone.ns; remove them from the included file".to_string())
+            } else if rtype == RecordType::SOA && record.name != *origin {
+                Some(format!(
+                    "an SOA record belongs at the apex {origin}, not at {}",
+                    record.name
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                errors.push(file.error_at(index, &rtype.to_string(), message));
+            }
+        }
+        self.errors.append(&mut errors);
+        for located in file.records {
+            locs.push(Loc::Master {
+                file: first + located.file,
+                line: located.line,
+            });
+            records.push(located.record);
+        }
+        self.files.extend(file.files);
     }
 
     fn origin(&mut self, raw: &Spanned<String>) -> Option<Name> {
@@ -458,7 +713,7 @@ impl Cx<'_> {
         );
         let serial = match s.and_then(|s| s.serial.as_ref()) {
             Some(serial) => self.u32_in(Some(serial), "zone.soa.serial", 1, 0, u32::MAX),
-            None => content_serial(&self.source.text),
+            None => content_serial(&self.source.text, self.included_digest),
         };
         let soa = Record::from_rdata(
             origin.clone(),
@@ -1204,9 +1459,8 @@ impl Cx<'_> {
         })
     }
 
-    /// Names must not collide: a pool name may not also hold static A/AAAA/CNAME records,
-    /// two pools may not share a name, and a CNAME stands alone (RFC 1034 section 3.6.2).
-    fn check_names(&mut self, raw: &RawZoneFile, zone: &Zone) {
+    /// Pool names must not collide: two pools may not share a name.
+    fn check_pool_names(&mut self, raw: &RawZoneFile, zone: &Zone) {
         let mut pool_of: HashMap<&Name, &str> = HashMap::new();
         for (pool, (pname, rpool)) in zone.pools.iter().zip(raw.pools.iter()) {
             for owner in &pool.names {
@@ -1216,49 +1470,6 @@ impl Cx<'_> {
                         format!("pools.{}.names", pname.get_ref()),
                         format!("{owner} is already served by pool \"{other}\""),
                     ));
-                }
-            }
-        }
-        let mut by_name: HashMap<&Name, Vec<(usize, RecordType)>> = HashMap::new();
-        for (i, record) in zone.records.iter().enumerate() {
-            by_name
-                .entry(&record.name)
-                .or_default()
-                .push((i, record.record_type()));
-        }
-        // Offsets of `[[records]]` entries: zone.records has SOA and apex NS first.
-        let first_raw = zone.records.len() - raw.records.len().min(zone.records.len());
-        let raw_at = |i: usize| raw.records.get(i.wrapping_sub(first_raw));
-        for (owner, entries) in &by_name {
-            let has_cname = entries.iter().any(|(_, t)| *t == RecordType::CNAME);
-            let is_cut =
-                **owner != zone.origin && entries.iter().any(|(_, t)| *t == RecordType::NS);
-            let pool = pool_of.get(owner).copied();
-            for (i, rtype) in entries {
-                let Some(raw_record) = raw_at(*i) else {
-                    continue;
-                };
-                let key = format!("records[{}]", i - first_raw);
-                // RFC 4035 section 2.4: DS is the parent side's data at a delegation.
-                if *rtype == RecordType::DS && !is_cut {
-                    self.errors.push(self.source.at(
-                        raw_record,
-                        key.clone(),
-                        format!("{owner} is not a delegation: DS records belong at a name with NS records below the apex"),
-                    ));
-                }
-                if has_cname && (entries.len() > 1 || pool.is_some()) && *rtype == RecordType::CNAME
-                {
-                    self.errors.push(self.source.at(
-                        raw_record,
-                        key.clone(),
-                        format!("{owner} has a CNAME and other data; a CNAME must stand alone"),
-                    ));
-                }
-                if let Some(pool) = pool
-                    && matches!(rtype, RecordType::A | RecordType::AAAA)
-                {
-                    self.errors.push(self.source.at(raw_record, key, format!("{owner} is served by pool \"{pool}\"; it cannot also have static {rtype} records")));
                 }
             }
         }
@@ -1272,6 +1483,128 @@ impl Cx<'_> {
             ));
         }
     }
+
+    /// Static records must not collide: a pool name may not also hold static A/AAAA
+    /// records, a CNAME stands alone (RFC 1034 section 3.6.2), and DS belongs at a cut.
+    /// `self.locs` says where each of `zone.records` was written.
+    fn check_record_names(&mut self, zone: &Zone, raw_records: &[Spanned<config::RawRecord>]) {
+        let mut pool_of: HashMap<&Name, &str> = HashMap::new();
+        for pool in &zone.pools {
+            for owner in &pool.names {
+                pool_of.entry(owner).or_insert(&pool.name);
+            }
+        }
+        let (order, ends) = group_by_owner(&zone.records);
+        let mut found = Vec::new();
+        let mut start = 0;
+        let mut entries: Vec<(usize, RecordType)> = Vec::new();
+        for &end in &ends {
+            let group = order.get(start..end as usize).unwrap_or_default();
+            start = end as usize;
+            entries.clear();
+            entries.extend(group.iter().filter_map(|&i| {
+                let record = zone.records.get(i as usize)?;
+                Some((i as usize, record.record_type()))
+            }));
+            let Some(owner) = entries
+                .first()
+                .and_then(|(i, _)| zone.records.get(*i))
+                .map(|r| &r.name)
+            else {
+                continue;
+            };
+            let has_cname = entries.iter().any(|(_, t)| *t == RecordType::CNAME);
+            let is_cut = *owner != zone.origin && entries.iter().any(|(_, t)| *t == RecordType::NS);
+            let pool = pool_of.get(owner).copied();
+            for (i, rtype) in &entries {
+                // RFC 4035 section 2.4: DS is the parent side's data at a delegation.
+                if *rtype == RecordType::DS && !is_cut {
+                    found.push((*i, format!("{owner} is not a delegation: DS records belong at a name with NS records below the apex")));
+                }
+                if has_cname && (entries.len() > 1 || pool.is_some()) && *rtype == RecordType::CNAME
+                {
+                    found.push((
+                        *i,
+                        format!("{owner} has a CNAME and other data; a CNAME must stand alone"),
+                    ));
+                }
+                if let Some(pool) = pool
+                    && matches!(rtype, RecordType::A | RecordType::AAAA)
+                {
+                    found.push((*i, format!("{owner} is served by pool \"{pool}\"; it cannot also have static {rtype} records")));
+                }
+            }
+        }
+        for (i, message) in found {
+            let error = match self.locs.get(i).copied() {
+                Some(Loc::Toml(raw)) => raw_records
+                    .get(raw)
+                    .map(|r| self.source.at(r, format!("records[{raw}]"), message)),
+                Some(Loc::Master { file, line }) => Some(ConfigError {
+                    file: self.files.get(file as usize).cloned().unwrap_or_default(),
+                    line: line as usize,
+                    key: zone
+                        .records
+                        .get(i)
+                        .map(|r| r.record_type().to_string())
+                        .unwrap_or_default(),
+                    message,
+                }),
+                Some(Loc::Zone) | None => None,
+            };
+            self.errors.extend(error);
+        }
+    }
+}
+
+/// The indices of `records` grouped by owner name: `order` lists every index, owners
+/// one after another (each owner's records by type, then in the order written), and
+/// `ends` is where each owner's run in `order` ends. Names are grouped through a hash
+/// of their lower-case labels, and compared only where two owners share one.
+pub fn group_by_owner(records: &[Record]) -> (Vec<u32>, Vec<u32>) {
+    let mut keyed: Vec<(u64, u16, u32)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (owner_hash(&r.name), u16::from(r.record_type()), i as u32))
+        .collect();
+    keyed.sort_unstable();
+    let name_of = |k: &(u64, u16, u32)| records.get(k.2 as usize).map(|r| &r.name);
+    let mut order = Vec::with_capacity(keyed.len());
+    let mut ends = Vec::new();
+    let mut rest = &keyed[..];
+    while let Some(first) = rest.first() {
+        let run_len = rest.iter().take_while(|k| k.0 == first.0).count();
+        let (run, tail) = rest.split_at(run_len);
+        rest = tail;
+        let name = name_of(first);
+        // Almost every run is one owner; the names are compared only to be sure.
+        if run.iter().skip(1).all(|k| name_of(k) == name) {
+            order.extend(run.iter().map(|k| k.2));
+            ends.push(order.len() as u32);
+            continue;
+        }
+        // Different names with the same hash: one group per name, in run order.
+        let mut left: Vec<&(u64, u16, u32)> = run.iter().collect();
+        while let Some(head) = left.first().copied() {
+            let name = name_of(head);
+            order.extend(left.iter().filter(|k| name_of(k) == name).map(|k| k.2));
+            ends.push(order.len() as u32);
+            left.retain(|k| name_of(k) != name);
+        }
+    }
+    (order, ends)
+}
+
+/// FNV-1a over a name's lower-case labels, each preceded by its length.
+fn owner_hash(name: &Name) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for label in name.iter() {
+        hash = (hash ^ label.len() as u64).wrapping_mul(0x0100_0000_01b3);
+        for &byte in label {
+            hash = (hash ^ u64::from(byte.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
@@ -1279,7 +1612,7 @@ pub const CONTINENTS: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
 /// DS data in presentation form (RFC 4034 section 5.3): key tag, algorithm, digest
 /// type and the digest in hex (which may contain spaces), as the wire RDATA. It is
 /// kept as opaque data: geolb serves DS, it does not sign or validate.
-fn parse_ds(text: &str) -> Result<RData, String> {
+pub(crate) fn parse_ds(text: &str) -> Result<RData, String> {
     let mut fields = text.split_whitespace();
     let mut number = |what: &str, max: u32| -> Result<u32, String> {
         let field = fields.next().ok_or(format!("missing {what}"))?;
@@ -1327,7 +1660,7 @@ fn parse_ds(text: &str) -> Result<RData, String> {
     })
 }
 
-fn is_static_type(t: RecordType) -> bool {
+pub(crate) fn is_static_type(t: RecordType) -> bool {
     use RecordType::*;
     matches!(
         t,
@@ -1353,7 +1686,7 @@ fn is_static_type(t: RecordType) -> bool {
 
 /// Relative target names in record data (`mail` in `10 mail`) are made absolute against
 /// the origin, as in a master file; hickory's parser otherwise rejects them.
-fn absolutize_data(rtype: RecordType, data: &str, origin: &Name) -> String {
+pub(crate) fn absolutize_data(rtype: RecordType, data: &str, origin: &Name) -> String {
     let name_index = match rtype {
         RecordType::CNAME | RecordType::NS | RecordType::PTR => Some(0),
         RecordType::MX => Some(1),
@@ -1374,14 +1707,14 @@ fn absolutize_data(rtype: RecordType, data: &str, origin: &Name) -> String {
     fields.join(" ")
 }
 
-/// A serial derived from the file's content: it changes on every edit, and servers
-/// loading the same file agree on it. geolb serves no zone transfers, so nothing needs
-/// it to increase; set `zone.soa.serial` when something compares serials.
-fn content_serial(text: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
+/// A serial derived from the file's content (and its included master files'): it
+/// changes on every edit, and servers loading the same files agree on it. geolb serves
+/// no zone transfers, so nothing needs it to increase; set `zone.soa.serial` when
+/// something compares serials.
+fn content_serial(text: &str, included: Option<u32>) -> u32 {
+    let mut hash = zonefile::fnv(zonefile::FNV_OFFSET, text.as_bytes());
+    if let Some(digest) = included {
+        hash = zonefile::fnv(hash, &digest.to_be_bytes());
     }
     hash.max(1)
 }
@@ -1411,6 +1744,31 @@ mod tests {
             text: text.to_string(),
         };
         zone_from_source(&source).map_err(|errs| errs.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn records_group_by_owner_in_type_then_written_order() {
+        let rec =
+            |name: &str, data: RData| Record::from_rdata(Name::from_ascii(name).unwrap(), 60, data);
+        let a = |last: u8| RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, last));
+        let txt = RData::TXT(hickory_proto::rr::rdata::TXT::new(vec!["t".into()]));
+        let records = vec![
+            rec("b.test.", a(1)),
+            rec("a.test.", txt.clone()),
+            rec("A.test.", a(2)),
+            rec("b.test.", a(3)),
+            rec("a.test.", a(4)),
+        ];
+        let (order, ends) = group_by_owner(&records);
+        let mut groups = Vec::new();
+        let mut start = 0;
+        for end in ends {
+            groups.push(order[start..end as usize].to_vec());
+            start = end as usize;
+        }
+        groups.sort();
+        // a.test.: the A records (as written: 2, 4), then TXT; b.test.: 0, 3.
+        assert_eq!(groups, [vec![0, 3], vec![2, 4, 1]]);
     }
 
     const HEAD: &str = "[zone]\norigin = \"example.test\"\nns = [\"ns1\"]\n";

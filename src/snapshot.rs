@@ -9,7 +9,6 @@
 //! Invariant: nothing here does I/O or takes a lock; a query loads one `Snapshot` and
 //! sees one consistent set of health, overrides and tenants.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -254,6 +253,13 @@ impl Node {
     }
 }
 
+impl StaticZone {
+    /// Owner names served (static records, pools, shards), without empty non-terminals.
+    pub fn n_names(&self) -> usize {
+        self.nodes.values().filter(|node| !node.is_empty()).count()
+    }
+}
+
 /// The part of a zone that only a reload changes.
 pub struct StaticZone {
     pub name: String,
@@ -351,26 +357,51 @@ pub fn parent_key(key: &[u8]) -> Option<&[u8]> {
     key.get(1 + len..)
 }
 
-/// Builds a zone's static part.
-pub fn compile_static(zone: &Zone) -> StaticZone {
+/// Builds a zone's static part from its model and its records (`Zone::records`, which
+/// the compiler moves out of the model rather than keep a second copy; tools clone).
+/// Records of one name and type keep the order they were written in.
+pub fn compile_static(zone: &Zone, records: Vec<Record>) -> StaticZone {
     let origin_key = wire_key(&zone.origin);
+    let (order, ends) = model::group_by_owner(&records);
+    let mut slots: Vec<Option<Record>> = records.into_iter().map(Some).collect();
     let mut nodes: NameMap<Node> = NameMap::default();
-    let mut by_type: HashMap<(Box<[u8]>, RecordType), Vec<Record>> = HashMap::new();
-    for record in &zone.records {
-        let key = wire_key(&record.name);
-        by_type
-            .entry((key, record.record_type()))
-            .or_default()
-            .push(record.clone());
-    }
+    nodes.reserve(ends.len());
     let mut cut_lens = KeyLens::default();
-    for ((key, rtype), records) in by_type {
-        let node = nodes.entry(key.clone()).or_default();
-        if rtype == RecordType::NS && *key != *origin_key {
+    let mut start = 0;
+    for &end in &ends {
+        let group = order.get(start..end as usize).unwrap_or_default();
+        start = end as usize;
+        let mut node = Node::default();
+        let mut key = None;
+        let mut set: Option<(RecordType, Vec<Record>)> = None;
+        for &i in group {
+            let Some(record) = slots.get_mut(i as usize).and_then(Option::take) else {
+                continue;
+            };
+            if key.is_none() {
+                key = Some(wire_key(&record.name));
+            }
+            let rtype = record.record_type();
+            match &mut set {
+                Some((t, records)) if *t == rtype => records.push(record),
+                _ => {
+                    if let Some((t, records)) = set.take() {
+                        node.rrsets.push((t, records.into_boxed_slice()));
+                    }
+                    set = Some((rtype, vec![record]));
+                }
+            }
+        }
+        if let Some((t, records)) = set {
+            node.rrsets.push((t, records.into_boxed_slice()));
+        }
+        let Some(key) = key else { continue };
+        node.rrsets.shrink_to_fit();
+        if *key != *origin_key && node.rrset(RecordType::NS).is_some() {
             node.delegation = true;
             cut_lens.insert(key.len());
         }
-        node.rrsets.push((rtype, records.into_boxed_slice()));
+        nodes.insert(key, node);
     }
     for (idx, pool) in zone.pools.iter().enumerate() {
         for owner in &pool.names {
@@ -445,20 +476,25 @@ fn compile_sharding(zone: &Zone, s: &model::Sharding) -> ShardingSnap {
 /// RFC 4592 section 2.2.2: a name with no records but with descendants exists (an empty
 /// non-terminal) and answers NODATA, not NXDOMAIN.
 fn add_empty_non_terminals(nodes: &mut NameMap<Node>, origin_key: &[u8]) {
-    let keys: Vec<Box<[u8]>> = nodes.keys().cloned().collect();
-    for key in keys {
-        let mut current: &[u8] = &key;
+    // Climb from each name until an existing node (its ancestors are handled from it).
+    let mut missing: NameMap<()> = NameMap::default();
+    for key in nodes.keys() {
+        let mut current: &[u8] = key;
         while let Some(parent) = parent_key(current) {
-            if parent.len() < origin_key.len() {
+            if parent.len() < origin_key.len()
+                || nodes.contains_key(parent)
+                || missing.contains_key(parent)
+            {
                 break;
             }
-            nodes.entry(parent.into()).or_default();
+            missing.insert(parent.into(), ());
             if parent == origin_key {
                 break;
             }
             current = parent;
         }
     }
+    nodes.extend(missing.0.into_keys().map(|key| (key, Node::default())));
 }
 
 fn site_snap(site: &model::Site) -> SiteSnap {
