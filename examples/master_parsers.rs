@@ -37,7 +37,10 @@ fn main() {
         .parse();
         let theirs_time = start.elapsed();
         let theirs = match &parsed {
-            Ok((_, sets)) => sets.values().map(|set| set.records_without_rrsigs().count()).sum(),
+            Ok((_, sets)) => sets
+                .values()
+                .map(|set| set.records_without_rrsigs().count())
+                .sum(),
             Err(err) => {
                 eprintln!("hickory-proto: {err}");
                 0

@@ -969,42 +969,6 @@ async fn explain(State(ctx): State<Ctx>, Query(q): Query<ExplainQuery>) -> Respo
     .into_response()
 }
 
-/// The counters of one connection registry, as `geolb_{front}_...`.
-fn connection_metrics(out: &mut String, front: &str, stats: &ConnStats) {
-    let gauge = stats.open.load(Ordering::Relaxed);
-    out.push_str(&format!(
-        "# HELP geolb_{front}_connections Open connections.\n# TYPE geolb_{front}_connections gauge\ngeolb_{front}_connections {gauge}\n"
-    ));
-    for (name, help, value) in [
-        ("accepted", "Connections accepted.", &stats.accepted),
-        (
-            "evicted",
-            "Idle connections closed to admit a new one.",
-            &stats.evicted,
-        ),
-        (
-            "refused_per_ip",
-            "New connections closed because their source had its share.",
-            &stats.refused_per_source,
-        ),
-        (
-            "refused_full",
-            "New connections closed because every connection had a request in flight.",
-            &stats.refused_full,
-        ),
-        (
-            "timed_out",
-            "Connections closed because a read or write missed its deadline.",
-            &stats.timed_out,
-        ),
-    ] {
-        let value = value.load(Ordering::Relaxed);
-        out.push_str(&format!(
-            "# HELP geolb_{front}_connections_{name}_total {help}\n# TYPE geolb_{front}_connections_{name}_total counter\ngeolb_{front}_connections_{name}_total {value}\n"
-        ));
-    }
-}
-
 fn parse_client(text: &str) -> Option<(IpAddr, Option<Ecs>)> {
     match text.split_once('/') {
         None => Some((text.parse().ok()?, None)),
@@ -1035,120 +999,14 @@ async fn cluster(State(ctx): State<Ctx>) -> Response {
     }
 }
 
-/// Prometheus text format.
+/// The metrics, in the OpenMetrics text format (`metrics`).
 async fn metrics(State(ctx): State<Ctx>) -> Response {
-    let stats = &ctx.control.stats;
-    let snapshot = ctx.control.shared.load();
-    let mut out = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        ));
-    };
-    counter(
-        "geolb_snapshots_total",
-        "Snapshots published.",
-        stats.snapshots.load(Ordering::Relaxed),
-    );
-    counter(
-        "geolb_reloads_total",
-        "Successful reloads.",
-        stats.reloads_ok.load(Ordering::Relaxed),
-    );
-    counter(
-        "geolb_reload_failures_total",
-        "Reloads rejected by validation.",
-        stats.reloads_failed.load(Ordering::Relaxed),
-    );
-    counter(
-        "geolb_health_changes_total",
-        "Probe state changes.",
-        stats.health_changes.load(Ordering::Relaxed),
-    );
-    counter(
-        "geolb_pool_all_down_total",
-        "Times a pool found every site down.",
-        stats.all_down_events.load(Ordering::Relaxed),
-    );
-    counter(
-        "geolb_tenant_changes_total",
-        "Tenant change batches applied through the admin API.",
-        stats.tenant_changes.load(Ordering::Relaxed),
-    );
-    counter(
-        "geolb_rrl_limited_total",
-        "UDP replies dropped by response rate limiting.",
-        stats.rrl.limited(),
-    );
-    counter(
-        "geolb_rrl_slipped_total",
-        "UDP replies sent as empty truncated (TC=1) replies by response rate limiting.",
-        stats.rrl.slipped(),
-    );
-    counter(
-        "geolb_dnstap_sent_total",
-        "dnstap messages written to the reader.",
-        stats.dnstap.sent(),
-    );
-    counter(
-        "geolb_dnstap_dropped_total",
-        "dnstap messages lost: full queues, no reader, or a reader too slow.",
-        stats.dnstap.dropped(),
-    );
-    if let Some(fleet) = &ctx.control.fleet {
-        let status = fleet.status();
-        out.push_str(&format!(
-            "# HELP geolb_cluster_connected Whether this node is connected to etcd.\n\
-             # TYPE geolb_cluster_connected gauge\ngeolb_cluster_connected {}\n\
-             # HELP geolb_cluster_applied_revision The etcd revision this node's shared state reflects.\n\
-             # TYPE geolb_cluster_applied_revision gauge\ngeolb_cluster_applied_revision {}\n",
-            u8::from(status.connected),
-            status.applied
-        ));
-    }
-    for (front, stats) in [("dns_tcp", &ctx.dns_tcp), ("admin", &ctx.admin_conns)] {
-        connection_metrics(&mut out, front, stats);
-    }
-    out.push_str(
-        "# HELP geolb_tenants Tenants in a zone's tenant map.\n# TYPE geolb_tenants gauge\n",
-    );
-    for zone in snapshot.zones.iter() {
-        if zone.zone.sharding.is_some() {
-            out.push_str(&format!(
-                "geolb_tenants{{zone=\"{}\"}} {}\n",
-                zone.zone.name,
-                zone.tenants.len()
-            ));
-        }
-    }
-    out.push_str("# HELP geolb_site_up Whether a site is a candidate for answers (1), down (0) or drained (-1).\n# TYPE geolb_site_up gauge\n");
-    for zone in snapshot.zones.iter() {
-        for (idx, site) in zone.zone.sites.iter().enumerate() {
-            let value = match zone.states.get(idx) {
-                Some(SiteState::Up) | None => 1,
-                Some(SiteState::Down) => 0,
-                Some(SiteState::Drain) => -1,
-            };
-            out.push_str(&format!(
-                "geolb_site_up{{zone=\"{}\",site=\"{}\"}} {value}\n",
-                zone.zone.name, site.name
-            ));
-        }
-    }
-    out.push_str("# HELP geolb_pool_all_down Whether a pool currently has no site up (per family).\n# TYPE geolb_pool_all_down gauge\n");
-    for zone in snapshot.zones.iter() {
-        for (def, pool) in zone.zone.pools.iter().zip(zone.pools.pools.iter()) {
-            for (family, down) in [("A", pool.all_down_v4), ("AAAA", pool.all_down_v6)] {
-                out.push_str(&format!(
-                    "geolb_pool_all_down{{zone=\"{}\",pool=\"{}\",family=\"{family}\"}} {}\n",
-                    zone.zone.name,
-                    def.name,
-                    u8::from(down)
-                ));
-            }
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let text = crate::metrics::render(&crate::metrics::Sources {
+        control: &ctx.control,
+        dns_tcp: &ctx.dns_tcp,
+        admin_conns: &ctx.admin_conns,
+    });
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - `rrl`: response rate limiting of UDP replies.
 //! - `dnstap`: the query log, Frame Streams to a unix socket.
 //! - `explain`: the decision behind one answer, recorded by the code that answers.
+//! - `metrics`: per-thread query counters and the `/metrics` exposition.
 //! - `admin`: the HTTP admin API.
 //! - `app`: wiring: loading, the compiler task, signals.
 //! - `service`: the service manager's view: sd_notify and the liveness check.
@@ -28,6 +29,7 @@ pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod overrides;
 pub mod policy;

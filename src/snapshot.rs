@@ -692,15 +692,31 @@ impl Snapshot {
     /// The zone holding `key` (the deepest origin that is a suffix of it, at a label
     /// boundary), if any.
     pub fn find_zone(&self, key: &[u8]) -> Option<&ZoneSnap> {
+        self.find_zone_at(key).map(|(_, zone)| zone)
+    }
+
+    /// `find_zone`, with the zone's index in `zones`.
+    #[inline]
+    pub fn find_zone_at(&self, key: &[u8]) -> Option<(usize, &ZoneSnap)> {
         let mut current = key;
         loop {
             if self.origin_lens.contains(current.len())
                 && let Some(&idx) = self.by_origin.get(current)
             {
-                return self.zones.get(idx);
+                return Some((idx, self.zones.get(idx)?));
             }
             current = parent_key(current)?;
         }
+    }
+
+    /// The index in `zones` of a zone of this snapshot (`None` for any other zone): a
+    /// subtraction of addresses, not a search.
+    pub fn zone_index(&self, zone: &ZoneSnap) -> Option<usize> {
+        let base = self.zones.as_ptr() as usize;
+        let offset = (zone as *const ZoneSnap as usize).checked_sub(base)?;
+        let idx = offset / std::mem::size_of::<ZoneSnap>().max(1);
+        let found = self.zones.get(idx)?;
+        std::ptr::eq(found, zone).then_some(idx)
     }
 
     pub fn zone_by_name(&self, name: &str) -> Option<&ZoneSnap> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use geolb::app::{self, Settings};
-use geolb::dns::fast::compare;
+use geolb::dns::fast::compare_noted;
 use geolb::snapshot::{self, SiteState, Snapshot, ZoneSnap};
 
 fn repo(path: &str) -> PathBuf {
@@ -429,7 +429,8 @@ fn mangle(rng: &mut Rng, bytes: &mut Vec<u8>, label: &mut String) {
 
 /// Runs one query on both paths; true when the fast path answered.
 fn check(snapshot: &Snapshot, case: &Case, label: &str) -> bool {
-    let (reference, fast) = compare(snapshot, &case.bytes, case.src, case.out_len);
+    let (reference, fast, (reference_note, fast_note)) =
+        compare_noted(snapshot, &case.bytes, case.src, case.out_len);
     let Some(fast) = fast else {
         return false;
     };
@@ -440,6 +441,13 @@ fn check(snapshot: &Snapshot, case: &Case, label: &str) -> bool {
         case.src,
         case.out_len,
         case.bytes
+    );
+    // What the front end counts (type, rcode, ECS, the answering pool and site) is
+    // the same on both paths.
+    assert_eq!(
+        reference_note, fast_note,
+        "notes differ for: {label} src {}",
+        case.src
     );
     true
 }

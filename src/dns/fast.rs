@@ -30,7 +30,7 @@ use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::lookup::{self, Client, MAX_CNAME_CHAIN};
-use super::{Ecs, MAX_UDP_PAYLOAD};
+use super::{Answered, Ecs, MAX_UDP_PAYLOAD, Note};
 use crate::model::TenantAnswer;
 use crate::snapshot::{Node, Snapshot, ZoneSnap};
 
@@ -66,6 +66,20 @@ pub fn fast_respond(
     src: IpAddr,
     out: &mut [u8],
 ) -> Option<usize> {
+    fast_respond_noted(snapshot, query, src, out, &mut Note::default())
+}
+
+/// `fast_respond`, noting what the front end counts into `note` (which it overwrites;
+/// after a decline it holds nothing `respond_noted` will not overwrite): for an answered
+/// message, the note `respond_noted` would give.
+pub fn fast_respond_noted(
+    snapshot: &Snapshot,
+    query: &[u8],
+    src: IpAddr,
+    out: &mut [u8],
+    note: &mut Note,
+) -> Option<usize> {
+    *note = Note::default();
     let mut key_buf = [0u8; 255];
     let question = parse(query, &mut key_buf)?;
     let key = key_buf.get(..question.key_len)?;
@@ -80,8 +94,19 @@ pub fn fast_respond(
     w.question_name(question.qname)?;
     w.u16(question.qtype)?;
     w.u16(CLASS_IN)?;
-    let outcome = match snapshot.find_zone(key) {
-        Some(zone) => answer(snapshot, zone, &question, key, &client, &mut w)?,
+    let outcome = match snapshot.find_zone_at(key) {
+        Some((idx, zone)) => {
+            let at = Answering {
+                snapshot,
+                zone,
+                zone_idx: u32::try_from(idx).ok()?,
+                v4: question.qtype == TYPE_A,
+                client: &client,
+                scope: 0,
+                note,
+            };
+            answer(at, &question, key, &mut w)?
+        }
         // Not ours: REFUSED, not authoritative, nothing but the question (and OPT).
         None => Outcome {
             rcode: RCODE_REFUSED,
@@ -94,6 +119,9 @@ pub fn fast_respond(
     }
     let len = w.pos;
     write_header(&mut w, &question, &outcome)?;
+    note.qtype = question.qtype;
+    note.rcode = u16::from(outcome.rcode);
+    note.ecs = client.ecs.is_some();
     Some(len)
 }
 
@@ -336,20 +364,12 @@ impl<'a> Owner<'a> {
 /// the same walk, with the zone's helpers, declining where it would refer or leave the
 /// shapes above.
 fn answer(
-    snapshot: &Snapshot,
-    zone: &ZoneSnap,
+    mut at: Answering<'_, '_>,
     question: &Question<'_>,
     question_key: &[u8],
-    client: &Client,
     w: &mut Writer<'_>,
 ) -> Option<Outcome> {
-    let mut at = Answering {
-        snapshot,
-        zone,
-        v4: question.qtype == TYPE_A,
-        client,
-        scope: 0,
-    };
+    let (snapshot, zone) = (at.snapshot, at.zone);
     let mut owner = Owner::Question(question.qname);
     let mut key_buf = [0u8; 255];
     let mut key: &[u8] = question_key;
@@ -379,10 +399,14 @@ enum Step<'z> {
 struct Answering<'z, 'c> {
     snapshot: &'z Snapshot,
     zone: &'z ZoneSnap,
+    /// `zone`'s index in the snapshot.
+    zone_idx: u32,
     /// A, else AAAA.
     v4: bool,
     client: &'c Client,
     scope: u8,
+    /// Where the pool that answers is noted.
+    note: &'c mut Note,
 }
 
 impl<'z> Answering<'z, '_> {
@@ -474,8 +498,15 @@ impl<'z> Answering<'z, '_> {
         if let Some(pick) = lookup::pick_pool(snapshot, zone, pool, v4, self.client, &mut picks) {
             self.scope = self.scope.max(pick.scope);
             let rtype = if v4 { TYPE_A } else { TYPE_AAAA };
-            for ip in pick.addresses() {
+            for (site, ip) in pick.addresses_by_site() {
                 w.record(owner, rtype, pick.ttl.min(ttl_cap), Rdata::Addr(ip))?;
+                if n == 0 {
+                    self.note.answered = Some(Answered {
+                        zone: self.zone_idx,
+                        pool,
+                        site,
+                    });
+                }
                 n += 1;
             }
         }
@@ -802,19 +833,30 @@ pub fn compare(
     src: IpAddr,
     out_len: usize,
 ) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let (reference, fast, _) = compare_noted(snapshot, query, src, out_len);
+    (reference, fast)
+}
+
+/// `respond`'s reply, the fast path's, and each one's `Note`.
+pub type Compared = (Option<Vec<u8>>, Option<Vec<u8>>, (Note, Note));
+
+/// `compare`, with each path's `Note` (reference, fast).
+#[doc(hidden)]
+pub fn compare_noted(snapshot: &Snapshot, query: &[u8], src: IpAddr, out_len: usize) -> Compared {
     let rotations: Vec<u32> = rotation_counters(snapshot)
         .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
         .collect();
     let rng = crate::policy::weighted::rng_state();
-    let reference = super::respond(snapshot, query, src, super::Transport::Udp);
+    let mut notes = (Note::default(), Note::default());
+    let reference = super::respond_noted(snapshot, query, src, super::Transport::Udp, &mut notes.0);
     for (counter, value) in rotation_counters(snapshot).zip(rotations) {
         counter.store(value, std::sync::atomic::Ordering::Relaxed);
     }
     crate::policy::weighted::set_rng_state(rng);
     let mut out = vec![0u8; out_len];
-    let fast =
-        fast_respond(snapshot, query, src, &mut out).and_then(|n| out.get(..n).map(<[u8]>::to_vec));
-    (reference, fast)
+    let fast = fast_respond_noted(snapshot, query, src, &mut out, &mut notes.1)
+        .and_then(|n| out.get(..n).map(<[u8]>::to_vec));
+    (reference, fast, notes)
 }
 
 fn rotation_counters(snapshot: &Snapshot) -> impl Iterator<Item = &std::sync::atomic::AtomicU32> {

@@ -139,9 +139,43 @@ pub(crate) trait Trace: Recorder {
     fn pool(&mut self, _zone: &ZoneSnap, _pool: PoolIdx, _v4: bool) {}
     /// What the pool picked.
     fn picked(&mut self, _pick: &PoolPick<'_, '_>) {}
+    /// False but for `Noter`: code under `if R::NOTE` is compiled out elsewhere.
+    /// Independent of `Recorder::ACTIVE`, so that noting changes no policy's step.
+    const NOTE: bool = false;
+    /// A pool answered the question (not an additional section's target) with
+    /// addresses, the first of them at `site`.
+    fn answered(&mut self, _zone: &ZoneSnap, _pool: PoolIdx, _site: SiteIdx) {}
 }
 
 impl Trace for NoRecord {}
+
+/// The trace of the reference path: notes which pool and first site answered, for the
+/// front end's counters (`super::Note`), and records nothing else.
+pub(crate) struct Noter<'s> {
+    snapshot: &'s Snapshot,
+    pub answered: Option<super::Answered>,
+}
+
+impl<'s> Noter<'s> {
+    pub fn new(snapshot: &'s Snapshot) -> Noter<'s> {
+        Noter {
+            snapshot,
+            answered: None,
+        }
+    }
+}
+
+impl Recorder for Noter<'_> {
+    const ACTIVE: bool = false;
+}
+
+impl Trace for Noter<'_> {
+    const NOTE: bool = true;
+
+    fn answered(&mut self, zone: &ZoneSnap, pool: PoolIdx, site: SiteIdx) {
+        self.answered = super::Answered::new(self.snapshot, zone, pool, site);
+    }
+}
 
 /// Answers `qname`/`qtype` from the snapshot.
 pub fn lookup(snapshot: &Snapshot, qname: &Name, qtype: RecordType, client: &Client) -> Answer {
@@ -479,6 +513,11 @@ fn answer_pool<R: Trace>(
     };
     answer.widen_scope(pick.scope);
     let before = answer.answers.len();
+    if R::NOTE
+        && let Some((site, _)) = pick.addresses_by_site().next()
+    {
+        rec.answered(zone, pool_idx, site);
+    }
     for ip in pick.addresses() {
         let rdata = match ip {
             IpAddr::V4(v4) => RData::A(A(v4)),

@@ -18,8 +18,9 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption, NSIDPayl
 use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use crate::snapshot::Snapshot;
-pub use fast::fast_respond;
+use crate::model::{PoolIdx, SiteIdx};
+use crate::snapshot::{Snapshot, ZoneSnap};
+pub use fast::{fast_respond, fast_respond_noted};
 pub use lookup::{Answer, Client};
 
 /// The transport a message came over: UDP answers are limited in size.
@@ -41,6 +42,45 @@ pub struct Ecs {
     pub source_prefix: u8,
 }
 
+/// What the front end counts about one answered message (`respond_noted`,
+/// `fast_respond_noted`): a small value, written as the answer is made, read by
+/// `metrics`. Both paths note the same things for the same message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Note {
+    /// The question's type; 0 when no question was read.
+    pub qtype: u16,
+    /// The reply's rcode, extended (BADVERS is 16); meaningless without a reply.
+    pub rcode: u16,
+    /// The query carried a valid ECS option.
+    pub ecs: bool,
+    /// The pool that answered the question with addresses, and the site of the first
+    /// address; `None` when no pool's address is in the answer section.
+    pub answered: Option<Answered>,
+}
+
+/// A pool's answer, as indices into the snapshot the message was answered from
+/// (`Snapshot::zones`, the zone's `pools` and `sites`): only meaningful with that
+/// snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answered {
+    pub zone: u32,
+    pub pool: PoolIdx,
+    pub site: SiteIdx,
+}
+
+impl Answered {
+    /// The answer of `pool` in `zone` (a zone of `snapshot`), first address at `site`.
+    pub(crate) fn new(
+        snapshot: &Snapshot,
+        zone: &ZoneSnap,
+        pool: PoolIdx,
+        site: SiteIdx,
+    ) -> Option<Answered> {
+        let zone = u32::try_from(snapshot.zone_index(zone)?).ok()?;
+        Some(Answered { zone, pool, site })
+    }
+}
+
 /// Answers one message. `None` means "send nothing" (too short to carry an ID, or a
 /// response rather than a query).
 pub fn respond(
@@ -48,6 +88,33 @@ pub fn respond(
     bytes: &[u8],
     src: IpAddr,
     transport: Transport,
+) -> Option<Vec<u8>> {
+    respond_noted(snapshot, bytes, src, transport, &mut Note::default())
+}
+
+/// `respond`, noting what the front end counts (`Note`) into `note`, which it
+/// overwrites.
+pub fn respond_noted(
+    snapshot: &Snapshot,
+    bytes: &[u8],
+    src: IpAddr,
+    transport: Transport,
+    note: &mut Note,
+) -> Option<Vec<u8>> {
+    *note = Note::default();
+    let reply = answer_message(snapshot, bytes, src, transport, note)?;
+    if note.rcode == 0 {
+        note.rcode = reply.get(3).map_or(0, |b| u16::from(b & 0x0f));
+    }
+    Some(reply)
+}
+
+fn answer_message(
+    snapshot: &Snapshot,
+    bytes: &[u8],
+    src: IpAddr,
+    transport: Transport,
+    note: &mut Note,
 ) -> Option<Vec<u8>> {
     let header = RawHeader::parse(bytes)?;
     if header.is_response() {
@@ -72,11 +139,13 @@ pub fn respond(
     let [query] = message.queries.as_slice() else {
         return Some(error_reply(&header, bytes, ResponseCode::FormErr, opt));
     };
+    note.qtype = u16::from(query.query_type());
     let request_edns = message.edns.as_ref();
     let ecs = match request_edns.map(|edns| parse_ecs(edns, bytes)).transpose() {
         Ok(ecs) => ecs.flatten(),
         Err(()) => return Some(error_reply(&header, bytes, ResponseCode::FormErr, opt)),
     };
+    note.ecs = ecs.is_some();
     let mut response = Message::new(message.metadata.id, MessageType::Response, OpCode::Query);
     response.metadata.recursion_desired = message.metadata.recursion_desired;
     response.metadata.checking_disabled = message.metadata.checking_disabled;
@@ -86,11 +155,12 @@ pub fn respond(
     {
         // RFC 6891 section 6.1.3: BADVERS, with an OPT of the version we speak.
         response.metadata.response_code = ResponseCode::BADVERS;
+        note.rcode = u16::from(ResponseCode::BADVERS);
         response.set_edns(response_edns(edns, None, None));
         return encode(&response, transport, 512, 0);
     }
     let client = Client::new(src, ecs);
-    let answer = answer_query(snapshot, query, &client);
+    let answer = answer_query(snapshot, query, &client, note);
     response.metadata.response_code = answer.rcode;
     response.metadata.authoritative = answer.authoritative;
     let scope = client.option_scope(answer.scope);
@@ -116,7 +186,7 @@ pub fn respond(
     encode(&response, transport, limit, optional)
 }
 
-fn answer_query(snapshot: &Snapshot, query: &Query, client: &Client) -> Answer {
+fn answer_query(snapshot: &Snapshot, query: &Query, client: &Client, note: &mut Note) -> Answer {
     if query.query_class() == DNSClass::CH {
         return chaos(snapshot, query);
     }
@@ -128,7 +198,18 @@ fn answer_query(snapshot: &Snapshot, query: &Query, client: &Client) -> Answer {
         RecordType::AXFR | RecordType::IXFR | RecordType::OPT => {
             Answer::rcode(ResponseCode::Refused)
         }
-        _ => lookup::lookup(snapshot, query.name(), query.query_type(), client),
+        _ => {
+            let mut noter = lookup::Noter::new(snapshot);
+            let answer = lookup::lookup_recorded(
+                snapshot,
+                query.name(),
+                query.query_type(),
+                client,
+                &mut noter,
+            );
+            note.answered = noter.answered;
+            answer
+        }
     }
 }
 

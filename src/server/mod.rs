@@ -10,6 +10,8 @@
 pub mod conns;
 #[cfg(target_os = "linux")]
 mod mmsg;
+#[cfg(target_os = "linux")]
+pub use mmsg::monotonic_ns;
 pub mod tcp;
 pub mod udp;
 

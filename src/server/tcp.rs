@@ -30,8 +30,9 @@ use tokio::time::Instant;
 
 use super::conns::{Guard, Limits, Registry};
 use super::{ServerOptions, SharedSnapshot};
-use crate::dns::{self, Transport};
+use crate::dns::{self, Note, Transport};
 use crate::dnstap::{TcpLog, Time};
+use crate::metrics::{Path, QueryStats};
 
 /// The shortest frame answered: a DNS header.
 pub const MIN_FRAME_LEN: usize = 12;
@@ -160,9 +161,22 @@ async fn connection(
             return Ended::ShortFrame;
         }
         let received = dnstap.map(|_| Time::now());
+        let start = crate::metrics::now_ns();
         let reply = {
             let snapshot = snapshot.load();
-            dns::respond(&snapshot, &message, peer.ip(), Transport::Tcp)
+            let mut note = Note::default();
+            let reply =
+                dns::respond_noted(&snapshot, &message, peer.ip(), Transport::Tcp, &mut note);
+            // This worker thread's own counters; the table is synced to the snapshot
+            // the note's indices come from.
+            QueryStats::with_local(|stats| {
+                stats.sync(&snapshot);
+                match &reply {
+                    Some(_) => stats.answered(Transport::Tcp, Path::Reference, &note, false),
+                    None => stats.dropped(Transport::Tcp, &note),
+                }
+            });
+            reply
         };
         if let (Some(log), Some(received)) = (dnstap, received)
             && log.sampled(&mut countdown)
@@ -188,6 +202,8 @@ async fn connection(
             Ok::<(), std::io::Error>(())
         })
         .await;
+        let elapsed = crate::metrics::now_ns().saturating_sub(start);
+        QueryStats::with_local(|stats| stats.observe(Transport::Tcp, elapsed, 1));
         match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Ended::Error(error),

@@ -12,6 +12,9 @@
 //! Each thread owns its response rate limiter (`rrl::Limiter`, with its own table and
 //! counters), and every reply passes through it before it is queued: the kernel sends
 //! every datagram of a flow to the same socket, so a thread sees all of a flow.
+//! Each thread owns its query counters too (`metrics::ThreadStats`): every message is
+//! counted from the note its answer leaves (`dns::Note`), and each batch's time, from
+//! the end of the receive to the end of the send, goes to the latency histogram.
 
 // A packet reaches everything here: no unwrap, no expect.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
@@ -25,8 +28,9 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{RateLimiting, SharedSnapshot};
-use crate::dns::{self, Transport};
+use crate::dns::{self, Note, Transport};
 use crate::dnstap::{Sink, Time};
+use crate::metrics::{Path, QueryStats, ThreadStats};
 use crate::rrl::Limiter;
 use crate::snapshot::Snapshot;
 
@@ -66,7 +70,21 @@ pub fn serve(
         return;
     }
     let mut limiter = rate_limit.and_then(|r| Limiter::new(r.config, &r.counters));
-    serve_loop(&socket, &snapshot, &stop, limiter.as_mut(), dnstap.as_mut());
+    let mut stats = QueryStats::global().register();
+    let io = Io {
+        socket: &socket,
+        snapshot: &snapshot,
+        stop: &stop,
+    };
+    serve_loop(io, limiter.as_mut(), dnstap.as_mut(), &mut stats);
+}
+
+/// What a serving thread reads: its socket, the snapshot, its stop flag.
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    socket: &'a UdpSocket,
+    snapshot: &'a SharedSnapshot,
+    stop: &'a AtomicBool,
 }
 
 fn prepare(socket: &UdpSocket) -> io::Result<()> {
@@ -76,6 +94,7 @@ fn prepare(socket: &UdpSocket) -> io::Result<()> {
 
 /// The reply to one datagram in `out`, through the rate limit (`now` is the
 /// limiter's clock). `None` sends nothing.
+#[allow(clippy::too_many_arguments)]
 fn answer(
     snapshot: &Snapshot,
     query: &[u8],
@@ -83,28 +102,50 @@ fn answer(
     out: &mut [u8],
     limiter: Option<&mut Limiter>,
     now: u32,
+    stats: &ThreadStats,
 ) -> Option<usize> {
-    let len = reply(snapshot, query, peer, out)?;
+    let len = reply(snapshot, query, peer, out, stats)?;
     match limiter {
         Some(limiter) => limiter.limit(peer.ip(), out, len, now),
         None => Some(len),
     }
 }
 
-/// The reply to one datagram in `out`: the fast path, else the reference path. `None`
-/// sends nothing.
-fn reply(snapshot: &Snapshot, query: &[u8], peer: SocketAddr, out: &mut [u8]) -> Option<usize> {
+/// The reply to one datagram in `out`: the fast path, else the reference path, counted
+/// in `stats`. `None` sends nothing.
+#[inline]
+fn reply(
+    snapshot: &Snapshot,
+    query: &[u8],
+    peer: SocketAddr,
+    out: &mut [u8],
+    stats: &ThreadStats,
+) -> Option<usize> {
+    let mut note = Note::default();
     // Port 0 cannot be answered, and replying to it is how reflection loops start.
     if peer.port() == 0 {
+        stats.dropped(Transport::Udp, &note);
         return None;
     }
-    if let Some(len) = dns::fast_respond(snapshot, query, peer.ip(), out) {
+    if let Some(len) = dns::fast_respond_noted(snapshot, query, peer.ip(), out, &mut note) {
+        // The fast path declines every reply that would need TC.
+        stats.answered(Transport::Udp, Path::Fast, &note, false);
         return Some(len);
     }
-    let reply = dns::respond(snapshot, query, peer.ip(), Transport::Udp)?;
+    let Some(reply) = dns::respond_noted(snapshot, query, peer.ip(), Transport::Udp, &mut note)
+    else {
+        stats.dropped(Transport::Udp, &note);
+        return None;
+    };
+    stats.answered(Transport::Udp, Path::Reference, &note, truncated(&reply));
     let slot = out.get_mut(..reply.len())?;
     slot.copy_from_slice(&reply);
     Some(reply.len())
+}
+
+/// Whether a reply has TC set.
+fn truncated(reply: &[u8]) -> bool {
+    reply.get(2).is_some_and(|flags| flags & 0x02 != 0)
 }
 
 fn is_timeout(error: &io::Error) -> bool {
@@ -116,12 +157,16 @@ fn is_timeout(error: &io::Error) -> bool {
 
 #[cfg(target_os = "linux")]
 fn serve_loop(
-    socket: &UdpSocket,
-    snapshot: &SharedSnapshot,
-    stop: &AtomicBool,
+    io: Io<'_>,
     mut limiter: Option<&mut Limiter>,
     mut dnstap: Option<&mut Sink>,
+    stats: &mut ThreadStats,
 ) {
+    let Io {
+        socket,
+        snapshot,
+        stop,
+    } = io;
     let mut batch = super::mmsg::Batch::default();
     // The thread's own handle on the current snapshot: a load is one atomic read while
     // the snapshot is unchanged. An idle thread refreshes it at every receive timeout,
@@ -141,8 +186,11 @@ fn serve_loop(
                 continue;
             }
         };
+        let start = crate::metrics::now_ns();
         // One snapshot for the whole batch: a batch is answered in microseconds.
         let snapshot = current.load();
+        stats.sync(snapshot);
+        let stats = &*stats;
         // One clock reading for the batch too, for the rate limit.
         let now = limiter.as_ref().map_or(0, |l| l.now());
         match dnstap.as_deref_mut() {
@@ -150,7 +198,7 @@ fn serve_loop(
                 for i in 0..n {
                     let limiter = limiter.as_deref_mut();
                     batch.exchange(i, |query, peer, out| {
-                        answer(snapshot, query, peer, out, limiter, now)
+                        answer(snapshot, query, peer, out, limiter, now, stats)
                     });
                 }
             }
@@ -160,7 +208,7 @@ fn serve_loop(
                 for i in 0..n {
                     let limiter = limiter.as_deref_mut();
                     batch.exchange(i, |query, peer, out| {
-                        let len = answer(snapshot, query, peer, out, limiter, now);
+                        let len = answer(snapshot, query, peer, out, limiter, now, stats);
                         if sink.sampled() {
                             let reply = len.and_then(|len| out.get(..len));
                             sink.log(peer, received, query, reply);
@@ -171,17 +219,23 @@ fn serve_loop(
             }
         }
         batch.send(socket);
+        let elapsed = crate::metrics::now_ns().saturating_sub(start);
+        stats.observe(Transport::Udp, elapsed, n as u64);
     }
 }
 
 #[cfg(not(target_os = "linux"))]
 fn serve_loop(
-    socket: &UdpSocket,
-    snapshot: &SharedSnapshot,
-    stop: &AtomicBool,
+    io: Io<'_>,
     mut limiter: Option<&mut Limiter>,
     mut dnstap: Option<&mut Sink>,
+    stats: &mut ThreadStats,
 ) {
+    let Io {
+        socket,
+        snapshot,
+        stop,
+    } = io;
     let mut query = vec![0u8; 65535];
     let mut reply = vec![0u8; 65535];
     while !stop.load(Ordering::Relaxed) {
@@ -196,9 +250,12 @@ fn serve_loop(
         let Some(query) = query.get(..len) else {
             continue;
         };
+        let start = crate::metrics::now_ns();
         let now = limiter.as_ref().map_or(0, |l| l.now());
         let limiter = limiter.as_deref_mut();
-        let reply_len = answer(&snapshot.load(), query, peer, &mut reply, limiter, now);
+        let current = snapshot.load_full();
+        stats.sync(&current);
+        let reply_len = answer(&current, query, peer, &mut reply, limiter, now, stats);
         if let Some(sink) = dnstap.as_deref_mut()
             && sink.sampled()
         {
@@ -210,5 +267,10 @@ fn serve_loop(
         {
             tracing::debug!(%error, %peer, "udp send error");
         }
+        stats.observe(
+            Transport::Udp,
+            crate::metrics::now_ns().saturating_sub(start),
+            1,
+        );
     }
 }
