@@ -7,7 +7,7 @@
 //! downstream re-checks. This module does no network I/O and knows nothing of health.
 //! Invariant: `Model` and its parts do not derive `Deserialize`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -57,6 +57,8 @@ pub struct Zone {
     pub sharding: Option<Sharding>,
     /// The master files of `zone.include`, resolved against the zone file's directory.
     pub includes: Vec<PathBuf>,
+    /// Distinct owner names served (static records and pools), counted at validation.
+    pub names: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -191,14 +193,7 @@ impl Model {
 
     /// Number of distinct owner names served (static, pool, shard), for `check`'s summary.
     pub fn n_names(&self) -> usize {
-        self.zones
-            .iter()
-            .map(|zone| {
-                let mut names: HashSet<&Name> = zone.records.iter().map(|r| &r.name).collect();
-                names.extend(zone.pools.iter().flat_map(|p| p.names.iter()));
-                names.len()
-            })
-            .sum()
+        self.zones.iter().map(|zone| zone.names).sum()
     }
 }
 
@@ -394,8 +389,10 @@ pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
         pools: Vec::new(),
         sharding: None,
         includes: Vec::new(),
+        names: 0,
     };
-    cx.check_record_names(&zone, &[]);
+    let mut zone = zone;
+    zone.names = cx.check_record_names(&zone, &[]);
     if cx.errors.is_empty() {
         Ok(zone)
     } else {
@@ -485,9 +482,11 @@ impl Cx<'_> {
             pools,
             sharding,
             includes,
+            names: 0,
         };
         self.check_pool_names(raw, &zone);
-        self.check_record_names(&zone, &raw.records);
+        let mut zone = zone;
+        zone.names = self.check_record_names(&zone, &raw.records);
         Some(zone)
     }
 
@@ -1487,7 +1486,12 @@ impl Cx<'_> {
     /// Static records must not collide: a pool name may not also hold static A/AAAA
     /// records, a CNAME stands alone (RFC 1034 section 3.6.2), and DS belongs at a cut.
     /// `self.locs` says where each of `zone.records` was written.
-    fn check_record_names(&mut self, zone: &Zone, raw_records: &[Spanned<config::RawRecord>]) {
+    /// Returns the number of distinct owner names (of records and pools).
+    fn check_record_names(
+        &mut self,
+        zone: &Zone,
+        raw_records: &[Spanned<config::RawRecord>],
+    ) -> usize {
         let mut pool_of: HashMap<&Name, &str> = HashMap::new();
         for pool in &zone.pools {
             for owner in &pool.names {
@@ -1495,6 +1499,7 @@ impl Cx<'_> {
             }
         }
         let (order, ends) = group_by_owner(&zone.records);
+        let mut pool_owners_with_records = 0;
         let mut found = Vec::new();
         let mut start = 0;
         let mut entries: Vec<(usize, RecordType)> = Vec::new();
@@ -1515,7 +1520,12 @@ impl Cx<'_> {
             };
             let has_cname = entries.iter().any(|(_, t)| *t == RecordType::CNAME);
             let is_cut = *owner != zone.origin && entries.iter().any(|(_, t)| *t == RecordType::NS);
-            let pool = pool_of.get(owner).copied();
+            let pool = if pool_of.is_empty() {
+                None
+            } else {
+                pool_of.get(owner).copied()
+            };
+            pool_owners_with_records += usize::from(pool.is_some());
             for (i, rtype) in &entries {
                 // RFC 4035 section 2.4: DS is the parent side's data at a delegation.
                 if *rtype == RecordType::DS && !is_cut {
@@ -1554,6 +1564,7 @@ impl Cx<'_> {
             };
             self.errors.extend(error);
         }
+        ends.len() + pool_of.len().saturating_sub(pool_owners_with_records)
     }
 }
 
