@@ -885,8 +885,15 @@ fn free_retired(retired: (Loaded, Vec<Arc<StaticZone>>)) {
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let freeing = std::time::Instant::now();
     drop(statics);
+    let trimming = std::time::Instant::now();
     crate::memory::trim();
+    tracing::debug!(
+        free_ms = trimming.duration_since(freeing).as_millis() as u64,
+        trim_ms = trimming.elapsed().as_millis() as u64,
+        "freed the replaced zones"
+    );
 }
 
 /// Compiles every zone's static part, moving the records out of the model (it keeps

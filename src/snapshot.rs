@@ -14,7 +14,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::rdata::{A, AAAA, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::geo::{Code2, Coord, GeoDb};
 use crate::model::{self, AllDown, Policy, PoolIdx, RegionKey, SiteIdx, TenantAnswer, Zone};
@@ -234,18 +235,137 @@ pub struct ZoneSnap {
 #[derive(Default, Debug)]
 pub struct Node {
     /// Static record sets, one per type, owners already lower-case.
-    pub rrsets: Vec<(RecordType, Box<[Record]>)>,
+    pub rrsets: Box<[(RecordType, RrSet)]>,
     pub pool: Option<PoolIdx>,
     /// NS records below the apex: a zone cut.
     pub delegation: bool,
 }
 
+/// One static record set. Address and TXT sets whose records share one TTL, the bulk of
+/// large zones, keep only the TTL and their data (4 or 16 bytes an address; TXT strings
+/// in wire format, each with its length byte, a record's strings after a two-byte
+/// length), where a hickory-proto `Record` is 272 bytes before its heap data; every
+/// other set keeps its records.
+#[derive(Debug)]
+pub enum RrSet {
+    Records(Box<[Record]>),
+    V4 { ttl: u32, addrs: Box<[Ipv4Addr]> },
+    V6 { ttl: u32, addrs: Box<[Ipv6Addr]> },
+    Txt { ttl: u32, wire: Box<[u8]> },
+}
+
+impl RrSet {
+    /// A set of records of one owner and type, stored compactly when it can be.
+    pub fn new(records: Vec<Record>) -> RrSet {
+        let ttl = records.first().map_or(0, |r| r.ttl);
+        if records.iter().all(|r| r.ttl == ttl) {
+            let v4: Option<Box<[Ipv4Addr]>> = records
+                .iter()
+                .map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            if let Some(addrs) = v4 {
+                return RrSet::V4 { ttl, addrs };
+            }
+            let v6: Option<Box<[Ipv6Addr]>> = records
+                .iter()
+                .map(|r| match &r.data {
+                    RData::AAAA(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            if let Some(addrs) = v6 {
+                return RrSet::V6 { ttl, addrs };
+            }
+            if let Some(wire) = txt_wire(&records) {
+                return RrSet::Txt { ttl, wire };
+            }
+        }
+        RrSet::Records(records.into_boxed_slice())
+    }
+
+    /// The set's records, owned by `owner`.
+    pub fn records<'a>(&'a self, owner: &'a Name) -> impl Iterator<Item = Record> + 'a {
+        let (stored, v4, v6, txt, ttl): (&[Record], &[Ipv4Addr], &[Ipv6Addr], &[u8], u32) =
+            match self {
+                RrSet::Records(records) => (records, &[], &[], &[], 0),
+                RrSet::V4 { ttl, addrs } => (&[], addrs, &[], &[], *ttl),
+                RrSet::V6 { ttl, addrs } => (&[], &[], addrs, &[], *ttl),
+                RrSet::Txt { ttl, wire } => (&[], &[], &[], wire, *ttl),
+            };
+        stored
+            .iter()
+            .map(|r| crate::dns::with_owner(r, owner))
+            .chain(
+                v4.iter()
+                    .map(move |a| Record::from_rdata(owner.clone(), ttl, RData::A(A(*a)))),
+            )
+            .chain(
+                v6.iter()
+                    .map(move |a| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*a)))),
+            )
+            .chain(TxtRecords(txt).map(move |strings| {
+                Record::from_rdata(owner.clone(), ttl, RData::TXT(TXT::from_bytes(strings)))
+            }))
+    }
+
+    /// The records, for a set stored as records (every type but A and AAAA).
+    pub fn as_records(&self) -> Option<&[Record]> {
+        match self {
+            RrSet::Records(records) => Some(records),
+            _ => None,
+        }
+    }
+}
+
+/// TXT records in the compact form: for each record, its strings' total length in two
+/// bytes, then the strings, each after its length byte. `None` when a record is not TXT
+/// or a string would not fit the form.
+fn txt_wire(records: &[Record]) -> Option<Box<[u8]>> {
+    let mut wire = Vec::new();
+    for record in records {
+        let RData::TXT(txt) = &record.data else {
+            return None;
+        };
+        let len: usize = txt.txt_data.iter().map(|s| 1 + s.len()).sum();
+        wire.extend_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+        for string in txt.txt_data.iter() {
+            wire.push(u8::try_from(string.len()).ok()?);
+            wire.extend_from_slice(string);
+        }
+    }
+    Some(wire.into_boxed_slice())
+}
+
+/// The records of a compact TXT set, each as its strings.
+struct TxtRecords<'a>(&'a [u8]);
+
+impl<'a> Iterator for TxtRecords<'a> {
+    type Item = Vec<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Vec<&'a [u8]>> {
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let (mut record, rest) = rest.split_at_checked(len)?;
+        self.0 = rest;
+        let mut strings = Vec::new();
+        while let Some((&n, tail)) = record.split_first() {
+            let (string, tail) = tail.split_at_checked(usize::from(n))?;
+            strings.push(string);
+            record = tail;
+        }
+        Some(strings)
+    }
+}
+
 impl Node {
-    pub fn rrset(&self, rtype: RecordType) -> Option<&[Record]> {
+    pub fn rrset(&self, rtype: RecordType) -> Option<&RrSet> {
         self.rrsets
             .iter()
             .find(|(t, _)| *t == rtype)
-            .map(|(_, records)| &**records)
+            .map(|(_, set)| set)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -371,7 +491,7 @@ pub fn compile_static(zone: &Zone, records: Vec<Record>) -> StaticZone {
     for &end in &ends {
         let group = order.get(start..end as usize).unwrap_or_default();
         start = end as usize;
-        let mut node = Node::default();
+        let mut rrsets = Vec::new();
         let mut key = None;
         let mut set: Option<(RecordType, Vec<Record>)> = None;
         for &i in group {
@@ -386,17 +506,20 @@ pub fn compile_static(zone: &Zone, records: Vec<Record>) -> StaticZone {
                 Some((t, records)) if *t == rtype => records.push(record),
                 _ => {
                     if let Some((t, records)) = set.take() {
-                        node.rrsets.push((t, records.into_boxed_slice()));
+                        rrsets.push((t, RrSet::new(records)));
                     }
                     set = Some((rtype, vec![record]));
                 }
             }
         }
         if let Some((t, records)) = set {
-            node.rrsets.push((t, records.into_boxed_slice()));
+            rrsets.push((t, RrSet::new(records)));
         }
+        let mut node = Node {
+            rrsets: rrsets.into_boxed_slice(),
+            ..Node::default()
+        };
         let Some(key) = key else { continue };
-        node.rrsets.shrink_to_fit();
         if *key != *origin_key && node.rrset(RecordType::NS).is_some() {
             node.delegation = true;
             cut_lens.insert(key.len());
@@ -761,5 +884,52 @@ mod tests {
             assert!(same_bytes(key, copy.as_slice()));
         }
         assert!(!same_bytes(b"abcdefgh", b"abcdefghi"));
+    }
+}
+
+#[cfg(test)]
+mod rrset_tests {
+    use super::*;
+
+    fn name(text: &str) -> Name {
+        Name::from_ascii(text).unwrap()
+    }
+
+    fn shown(records: impl Iterator<Item = Record>) -> Vec<String> {
+        records.map(|r| r.to_string()).collect()
+    }
+
+    #[test]
+    fn compact_sets_give_back_the_records_they_were_built_from() {
+        let owner = name("www.example.test.");
+        let a = |last: u8, ttl: u32| {
+            Record::from_rdata(owner.clone(), ttl, RData::A(A::new(192, 0, 2, last)))
+        };
+        let txt = |strings: Vec<&[u8]>| {
+            Record::from_rdata(owner.clone(), 60, RData::TXT(TXT::from_bytes(strings)))
+        };
+        let aaaa = Record::from_rdata(
+            owner.clone(),
+            30,
+            RData::AAAA(AAAA("2001:db8::1".parse().unwrap())),
+        );
+        let cases: Vec<(Vec<Record>, &str)> = vec![
+            (vec![a(1, 60), a(2, 60)], "V4"),
+            (vec![a(1, 60), a(2, 90)], "Records"),
+            (vec![aaaa], "V6"),
+            (
+                vec![
+                    txt(vec![b"v=spf1 -all"]),
+                    txt(vec![b"", b"two", &[0u8, 255][..]]),
+                ],
+                "Txt",
+            ),
+        ];
+        for (records, kind) in cases {
+            let set = RrSet::new(records.clone());
+            assert!(format!("{set:?}").starts_with(kind), "{set:?}");
+            assert_eq!(set.records(&owner).collect::<Vec<_>>(), records);
+            assert_eq!(shown(set.records(&owner)), shown(records.into_iter()));
+        }
     }
 }

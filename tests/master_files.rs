@@ -33,10 +33,18 @@ sip IN  A   192.0.2.60
 $INCLUDE hosts.inc hosts
 "#;
 
+/// The tests of this file run one at a time: the reload test times overrides, and the
+/// other tests' servers would compete with it for the CPU.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 const HOSTS: &str = "$TTL 60\nh1 A 192.0.2.101\nh2 A 192.0.2.102\n";
 
 #[test]
 fn a_master_file_is_a_zone() {
+    let _serial = serial();
     let dir = TempDir::new("master-zone");
     dir.write("master.test.zone", MASTER);
     dir.write("hosts.inc", HOSTS);
@@ -85,6 +93,7 @@ fn a_master_file_is_a_zone() {
 
 #[test]
 fn master_file_errors_name_file_and_line() {
+    let _serial = serial();
     let dir = TempDir::new("master-errors");
     dir.write(
         "bad.test.zone",
@@ -135,6 +144,7 @@ policy = "failover"
 
 #[test]
 fn a_toml_zone_includes_master_files_beside_its_pools() {
+    let _serial = serial();
     let dir = TempDir::new("master-include");
     std::fs::create_dir_all(dir.0.join("static")).unwrap();
     dir.write(
@@ -164,6 +174,7 @@ fn a_toml_zone_includes_master_files_beside_its_pools() {
 
 #[test]
 fn include_errors_point_at_the_included_file_or_the_key() {
+    let _serial = serial();
     let dir = TempDir::new("master-include-errors");
     std::fs::create_dir_all(dir.0.join("static")).unwrap();
     dir.write(
@@ -200,6 +211,7 @@ fn include_errors_point_at_the_included_file_or_the_key() {
 /// acknowledged at once, not after the reload.
 #[test]
 fn overrides_flow_while_a_large_zone_reloads() {
+    let _serial = serial();
     let dir = TempDir::new("master-reload");
     std::fs::create_dir_all(dir.0.join("static")).unwrap();
     let mut big = String::from("$TTL 300\n");

@@ -32,7 +32,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use super::lookup::{self, Client, MAX_CNAME_CHAIN};
 use super::{Answered, Ecs, MAX_UDP_PAYLOAD, Note};
 use crate::model::TenantAnswer;
-use crate::snapshot::{Node, Snapshot, ZoneSnap};
+use crate::snapshot::{Node, RrSet, Snapshot, ZoneSnap};
 
 const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
@@ -451,6 +451,7 @@ impl<'z> Answering<'z, '_> {
         w: &mut Writer<'_>,
     ) -> Option<Step<'z>> {
         if let Some(cname) = node.rrset(RecordType::CNAME) {
+            let cname = cname.as_records()?;
             for record in cname {
                 let RData::CNAME(target) = &record.data else {
                     return None;
@@ -470,16 +471,31 @@ impl<'z> Answering<'z, '_> {
         } else {
             RecordType::AAAA
         };
-        let Some(records) = node.rrset(rtype) else {
+        let Some(set) = node.rrset(rtype) else {
             return negative(&self.zone.zone, 0, w);
         };
-        for record in records {
-            let rdata = match &record.data {
-                RData::A(a) => Rdata::Addr(IpAddr::V4(a.0)),
-                RData::AAAA(aaaa) => Rdata::Addr(IpAddr::V6(aaaa.0)),
-                _ => return None,
-            };
-            w.record(owner, u16::from(rtype), record.ttl, rdata)?;
+        match set {
+            RrSet::V4 { ttl, addrs } => {
+                for a in addrs {
+                    w.record(owner, u16::from(rtype), *ttl, Rdata::Addr(IpAddr::V4(*a)))?;
+                }
+            }
+            RrSet::V6 { ttl, addrs } => {
+                for a in addrs {
+                    w.record(owner, u16::from(rtype), *ttl, Rdata::Addr(IpAddr::V6(*a)))?;
+                }
+            }
+            RrSet::Txt { .. } => return None,
+            RrSet::Records(records) => {
+                for record in records {
+                    let rdata = match &record.data {
+                        RData::A(a) => Rdata::Addr(IpAddr::V4(a.0)),
+                        RData::AAAA(aaaa) => Rdata::Addr(IpAddr::V6(aaaa.0)),
+                        _ => return None,
+                    };
+                    w.record(owner, u16::from(rtype), record.ttl, rdata)?;
+                }
+            }
         }
         Some(Step::Done(0))
     }

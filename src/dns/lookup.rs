@@ -10,11 +10,13 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::{Ecs, with_owner};
+use super::Ecs;
 use crate::geo::{Found, Place};
 use crate::model::{Policy, PoolIdx, SiteIdx};
 use crate::policy::{self, NoRecord, Picks, Recorder};
-use crate::snapshot::{Node, SiteSnap, Snapshot, StaticZone, ZoneSnap, parent_key, wire_key};
+use crate::snapshot::{
+    Node, RrSet, SiteSnap, Snapshot, StaticZone, ZoneSnap, parent_key, wire_key,
+};
 use crate::tenants::ShardIdx;
 
 /// The most CNAMEs followed within our zones for one question.
@@ -299,8 +301,9 @@ fn target_addresses<R: Trace>(
             }
             None => {
                 for rtype in [RecordType::A, RecordType::AAAA] {
-                    let records = node.rrset(rtype).unwrap_or(&[]);
-                    extra.extend(records.iter().map(|r| with_owner(r, target)));
+                    if let Some(set) = node.rrset(rtype) {
+                        extra.extend(set.records(target));
+                    }
                 }
             }
         }
@@ -331,9 +334,7 @@ fn step<R: Trace>(
             // RFC 4035 section 3.1.4.1: DS is the parent side's data at the cut, so
             // the parent answers it, authoritatively: its DS records, or NODATA.
             match z.nodes.get(cut).and_then(|n| n.rrset(RecordType::DS)) {
-                Some(ds) => answer
-                    .answers
-                    .extend(ds.iter().map(|r| with_owner(r, owner))),
+                Some(ds) => answer.answers.extend(ds.records(owner)),
                 None => negative(z, ResponseCode::NoError, answer),
             }
             return Step::Done;
@@ -385,7 +386,12 @@ pub(crate) fn find_cut<'z>(zone: &'z StaticZone, key: &'z [u8]) -> Option<&'z [u
 /// A referral: not authoritative, the NS set in authority, glue in additional.
 fn referral(zone: &StaticZone, cut: &[u8], answer: &mut Answer) {
     answer.authoritative = false;
-    let Some(ns) = zone.nodes.get(cut).and_then(|n| n.rrset(RecordType::NS)) else {
+    let Some(ns) = zone
+        .nodes
+        .get(cut)
+        .and_then(|n| n.rrset(RecordType::NS))
+        .and_then(RrSet::as_records)
+    else {
         return;
     };
     answer.authority.extend(ns.iter().cloned());
@@ -394,10 +400,12 @@ fn referral(zone: &StaticZone, cut: &[u8], answer: &mut Answer) {
             continue;
         };
         if let Some(node) = zone.nodes.get(&wire_key(&target.0)) {
+            // The glue's owner as stored: lower-case.
+            let glue_owner = target.0.to_lowercase();
             for rtype in [RecordType::A, RecordType::AAAA] {
-                answer
-                    .additional
-                    .extend(node.rrset(rtype).unwrap_or(&[]).iter().cloned());
+                if let Some(set) = node.rrset(rtype) {
+                    answer.additional.extend(set.records(&glue_owner));
+                }
             }
         }
     }
@@ -442,10 +450,12 @@ fn answer_node<R: Trace>(
     if let Some(cname) = node.rrset(RecordType::CNAME)
         && qtype != RecordType::CNAME
     {
-        answer
-            .answers
-            .extend(cname.iter().map(|r| with_owner(r, owner)));
-        if let Some(RData::CNAME(target)) = cname.first().map(|r| &r.data) {
+        answer.answers.extend(cname.records(owner));
+        if let Some(RData::CNAME(target)) = cname
+            .as_records()
+            .and_then(<[Record]>::first)
+            .map(|r| &r.data)
+        {
             return Step::Follow(target.0.clone());
         }
         return Step::Done;
@@ -457,9 +467,7 @@ fn answer_node<R: Trace>(
         return Step::Done;
     }
     match node.rrset(qtype) {
-        Some(records) => answer
-            .answers
-            .extend(records.iter().map(|r| with_owner(r, owner))),
+        Some(records) => answer.answers.extend(records.records(owner)),
         None => negative(z, ResponseCode::NoError, answer),
     }
     Step::Done
@@ -469,9 +477,7 @@ fn answer_node<R: Trace>(
 /// except at a CNAME, which is the name's only data and is answered as it is.
 fn answer_any(zone: &StaticZone, node: &Node, owner: &Name, answer: &mut Answer) -> Step {
     if let Some(cname) = node.rrset(RecordType::CNAME) {
-        answer
-            .answers
-            .extend(cname.iter().map(|r| with_owner(r, owner)));
+        answer.answers.extend(cname.records(owner));
     } else if node.is_empty() {
         negative(zone, ResponseCode::NoError, answer);
     } else {
