@@ -33,7 +33,7 @@ fn main() {
             geolb::model::zone_from_source(&source)
         };
         let loaded = start.elapsed();
-        let zone = match zone {
+        let mut zone = match zone {
             Ok(zone) => zone,
             Err(errors) => {
                 for error in errors {
@@ -42,12 +42,14 @@ fn main() {
                 std::process::exit(1);
             }
         };
+        let records = std::mem::take(&mut zone.records);
+        let n_records = records.len();
         let compile = Instant::now();
-        let compiled = geolb::snapshot::compile_static(&zone, zone.records.clone());
+        let compiled = geolb::snapshot::compile_static(&zone, records);
         println!(
             "{}: {} records, loaded (read, parse, validate) {:.3} s, compile_static {:.3} s, {} nodes",
             path.display(),
-            zone.records.len(),
+            n_records,
             loaded.as_secs_f64(),
             compile.elapsed().as_secs_f64(),
             compiled.nodes.len()

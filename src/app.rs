@@ -1256,8 +1256,9 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
     };
     compiler.install_model(HashMap::new(), statics);
     compiler.publish();
-    // The zone files' text and parse trees are gone; give their pages back.
-    crate::memory::trim();
+    // The zone files' text and parse trees are gone; give their pages back, off the
+    // path to the first answer.
+    tokio::task::spawn_blocking(crate::memory::trim);
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(compiler.run(rx));
     Ok(Control {

@@ -256,7 +256,7 @@ pub enum RrSet {
 
 impl RrSet {
     /// A set of records of one owner and type, stored compactly when it can be.
-    pub fn new(records: Vec<Record>) -> RrSet {
+    pub fn new(records: &[&Record]) -> RrSet {
         let ttl = records.first().map_or(0, |r| r.ttl);
         if records.iter().all(|r| r.ttl == ttl) {
             let v4: Option<Box<[Ipv4Addr]>> = records
@@ -279,11 +279,11 @@ impl RrSet {
             if let Some(addrs) = v6 {
                 return RrSet::V6 { ttl, addrs };
             }
-            if let Some(wire) = txt_wire(&records) {
+            if let Some(wire) = txt_wire(records) {
                 return RrSet::Txt { ttl, wire };
             }
         }
-        RrSet::Records(records.into_boxed_slice())
+        RrSet::Records(records.iter().map(|r| (*r).clone()).collect())
     }
 
     /// The set's records, owned by `owner`.
@@ -323,7 +323,7 @@ impl RrSet {
 /// TXT records in the compact form: for each record, its strings' total length in two
 /// bytes, then the strings, each after its length byte. `None` when a record is not TXT
 /// or a string would not fit the form.
-fn txt_wire(records: &[Record]) -> Option<Box<[u8]>> {
+fn txt_wire(records: &[&Record]) -> Option<Box<[u8]>> {
     let mut wire = Vec::new();
     for record in records {
         let RData::TXT(txt) = &record.data else {
@@ -483,37 +483,39 @@ pub fn parent_key(key: &[u8]) -> Option<&[u8]> {
 pub fn compile_static(zone: &Zone, records: Vec<Record>) -> StaticZone {
     let origin_key = wire_key(&zone.origin);
     let (order, ends) = model::group_by_owner(&records);
-    let mut slots: Vec<Option<Record>> = records.into_iter().map(Some).collect();
     let mut nodes: NameMap<Node> = NameMap::default();
     nodes.reserve(ends.len());
     let mut cut_lens = KeyLens::default();
     let mut start = 0;
+    // One type's records at the current owner, by reference: compact sets copy only
+    // their data, and only the other types' records are cloned.
+    let mut set: Vec<&Record> = Vec::new();
     for &end in &ends {
         let group = order.get(start..end as usize).unwrap_or_default();
         start = end as usize;
         let mut rrsets = Vec::new();
         let mut key = None;
-        let mut set: Option<(RecordType, Vec<Record>)> = None;
+        let mut set_type = None;
+        set.clear();
         for &i in group {
-            let Some(record) = slots.get_mut(i as usize).and_then(Option::take) else {
+            let Some(record) = records.get(i as usize) else {
                 continue;
             };
             if key.is_none() {
                 key = Some(wire_key(&record.name));
             }
             let rtype = record.record_type();
-            match &mut set {
-                Some((t, records)) if *t == rtype => records.push(record),
-                _ => {
-                    if let Some((t, records)) = set.take() {
-                        rrsets.push((t, RrSet::new(records)));
-                    }
-                    set = Some((rtype, vec![record]));
+            if set_type != Some(rtype) {
+                if let Some(t) = set_type {
+                    rrsets.push((t, RrSet::new(&set)));
+                    set.clear();
                 }
+                set_type = Some(rtype);
             }
+            set.push(record);
         }
-        if let Some((t, records)) = set {
-            rrsets.push((t, RrSet::new(records)));
+        if let Some(t) = set_type {
+            rrsets.push((t, RrSet::new(&set)));
         }
         let mut node = Node {
             rrsets: rrsets.into_boxed_slice(),
@@ -926,7 +928,8 @@ mod rrset_tests {
             ),
         ];
         for (records, kind) in cases {
-            let set = RrSet::new(records.clone());
+            let refs: Vec<&Record> = records.iter().collect();
+            let set = RrSet::new(&refs);
             assert!(format!("{set:?}").starts_with(kind), "{set:?}");
             assert_eq!(set.records(&owner).collect::<Vec<_>>(), records);
             assert_eq!(shown(set.records(&owner)), shown(records.into_iter()));
