@@ -904,7 +904,8 @@ fn compile_statics(model: &mut Model) -> Vec<Arc<StaticZone>> {
         .iter_mut()
         .map(|zone| {
             let records = std::mem::take(&mut zone.records);
-            Arc::new(snapshot::compile_static(zone, records))
+            let groups = std::mem::take(&mut zone.groups);
+            Arc::new(snapshot::compile_grouped(zone, records, groups))
         })
         .collect()
 }

@@ -59,6 +59,16 @@ pub struct Zone {
     pub includes: Vec<PathBuf>,
     /// Distinct owner names served (static records and pools), counted at validation.
     pub names: usize,
+    /// `records` grouped by owner at validation (`group_by_owner`), for
+    /// `snapshot::compile_grouped`, which takes it.
+    pub groups: OwnerGroups,
+}
+
+/// Indices into a zone's records grouped by owner name (`group_by_owner`).
+#[derive(Debug, Clone, Default)]
+pub struct OwnerGroups {
+    pub order: Vec<u32>,
+    pub ends: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -390,9 +400,10 @@ pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
         sharding: None,
         includes: Vec::new(),
         names: 0,
+        groups: OwnerGroups::default(),
     };
     let mut zone = zone;
-    zone.names = cx.check_record_names(&zone, &[]);
+    (zone.names, zone.groups) = cx.check_record_names(&zone, &[]);
     if cx.errors.is_empty() {
         Ok(zone)
     } else {
@@ -483,10 +494,11 @@ impl Cx<'_> {
             sharding,
             includes,
             names: 0,
+            groups: OwnerGroups::default(),
         };
         self.check_pool_names(raw, &zone);
         let mut zone = zone;
-        zone.names = self.check_record_names(&zone, &raw.records);
+        (zone.names, zone.groups) = self.check_record_names(&zone, &raw.records);
         Some(zone)
     }
 
@@ -1486,12 +1498,13 @@ impl Cx<'_> {
     /// Static records must not collide: a pool name may not also hold static A/AAAA
     /// records, a CNAME stands alone (RFC 1034 section 3.6.2), and DS belongs at a cut.
     /// `self.locs` says where each of `zone.records` was written.
-    /// Returns the number of distinct owner names (of records and pools).
+    /// Returns the number of distinct owner names (of records and pools), and the
+    /// records grouped by owner.
     fn check_record_names(
         &mut self,
         zone: &Zone,
         raw_records: &[Spanned<config::RawRecord>],
-    ) -> usize {
+    ) -> (usize, OwnerGroups) {
         let mut pool_of: HashMap<&Name, &str> = HashMap::new();
         for pool in &zone.pools {
             for owner in &pool.names {
@@ -1564,7 +1577,8 @@ impl Cx<'_> {
             };
             self.errors.extend(error);
         }
-        ends.len() + pool_of.len().saturating_sub(pool_owners_with_records)
+        let names = ends.len() + pool_of.len().saturating_sub(pool_owners_with_records);
+        (names, OwnerGroups { order, ends })
     }
 }
 

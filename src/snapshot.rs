@@ -481,8 +481,22 @@ pub fn parent_key(key: &[u8]) -> Option<&[u8]> {
 /// the compiler moves out of the model rather than keep a second copy; tools clone).
 /// Records of one name and type keep the order they were written in.
 pub fn compile_static(zone: &Zone, records: Vec<Record>) -> StaticZone {
+    compile_grouped(zone, records, zone.groups.clone())
+}
+
+/// `compile_static` with the records' grouping by owner from validation, used when it
+/// is the grouping of exactly these records (else the grouping is made again).
+pub fn compile_grouped(
+    zone: &Zone,
+    records: Vec<Record>,
+    groups: model::OwnerGroups,
+) -> StaticZone {
     let origin_key = wire_key(&zone.origin);
-    let (order, ends) = model::group_by_owner(&records);
+    let (order, ends) = if groups.order.len() == records.len() {
+        (groups.order, groups.ends)
+    } else {
+        model::group_by_owner(&records)
+    };
     let mut nodes: NameMap<Node> = NameMap::default();
     nodes.reserve(ends.len());
     let mut cut_lens = KeyLens::default();
