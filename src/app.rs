@@ -1319,7 +1319,12 @@ impl Compiler {
                 }
             }
             Input::Reloaded(Reloaded { result, replies }) => {
+                let installing = std::time::Instant::now();
                 let result = self.install_reload(result);
+                tracing::debug!(
+                    install_us = installing.elapsed().as_micros() as u64,
+                    "reload installed"
+                );
                 for reply in replies {
                     let _ = reply.send(result.clone());
                 }
@@ -1682,6 +1687,15 @@ impl Compiler {
     }
 
     fn publish(&mut self) {
+        let publishing = std::time::Instant::now();
+        self.publish_inner();
+        let took = publishing.elapsed();
+        if took > std::time::Duration::from_millis(20) {
+            tracing::debug!(publish_us = took.as_micros() as u64, "slow publish");
+        }
+    }
+
+    fn publish_inner(&mut self) {
         if self.pools_dirty || self.pools.len() != self.statics.len() {
             let statics = self.statics.clone();
             self.pools = statics
