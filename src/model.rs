@@ -383,7 +383,7 @@ pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
         locs: Vec::new(),
         included_digest: None,
     };
-    let mut records = Vec::with_capacity(file.records.len());
+    let mut records = Vec::new();
     let mut locs = Vec::with_capacity(file.records.len());
     cx.master_records(file, &origin, true, &mut records, &mut locs);
     // Keep only the first SOA (a second one is an error above).
@@ -580,12 +580,17 @@ impl Cx<'_> {
             }
         }
         self.errors.append(&mut errors);
-        for located in file.records {
-            locs.push(Loc::Master {
-                file: first + located.file,
-                line: located.line,
-            });
-            records.push(located.record);
+        locs.extend(file.records.iter().map(|located| Loc::Master {
+            file: first + located.file,
+            line: located.line,
+        }));
+        // Collected in place (the records stay in the reader's allocation), then
+        // appended, or taken whole when they are the zone's only records.
+        let read: Vec<Record> = file.records.into_iter().map(|l| l.record).collect();
+        if records.is_empty() {
+            *records = read;
+        } else {
+            records.extend(read);
         }
         self.files.extend(file.files);
     }

@@ -553,6 +553,7 @@ pub fn compile_grouped(
         nodes.entry(s.shard_suffix_key.clone()).or_default();
         nodes.entry(s.tenant_suffix_key.clone()).or_default();
     }
+    drop(records);
     add_empty_non_terminals(&mut nodes, &origin_key);
     let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
     let negative_ttl = match &zone.soa.data {
