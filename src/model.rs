@@ -350,14 +350,16 @@ pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
         ));
         return Err(errors);
     };
-    for &extra in &soas[1..] {
+    for &extra in soas.get(1..).unwrap_or_default() {
         errors.push(file.error_at(
             extra,
             "SOA",
             "a second SOA record; a zone has one".to_string(),
         ));
     }
-    let soa = file.records[first_soa].record.clone();
+    let Some(soa) = file.records.get(first_soa).map(|r| r.record.clone()) else {
+        return Err(errors);
+    };
     let origin = soa.name.clone();
     let ns: Vec<Record> = file
         .records

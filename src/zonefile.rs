@@ -174,7 +174,7 @@ impl Reader<'_> {
             };
             let first_text = first.text(text);
             if !entry.blank_owner && !first.quoted && first_text.starts_with('$') {
-                let args = &tokens[1..];
+                let args = tokens.get(1..).unwrap_or_default();
                 match first_text.to_ascii_uppercase().as_str() {
                     "$ORIGIN" => match args {
                         [name] => match absolute(name.text(text), &origin) {
@@ -228,7 +228,7 @@ impl Reader<'_> {
                 }
                 continue;
             }
-            let mut rest = &tokens[..];
+            let mut rest = tokens.as_slice();
             if !entry.blank_owner {
                 let Some((name, tail)) = rest.split_first() else {
                     continue;
@@ -562,16 +562,6 @@ fn rdata(
     origin: &Name,
     scratch: &mut String,
 ) -> Result<RData, String> {
-    let words = |n: usize| -> Result<Vec<&str>, String> {
-        if tokens.len() != n {
-            return Err(format!(
-                "{rtype} takes {n} field{}, found {}",
-                if n == 1 { "" } else { "s" },
-                tokens.len()
-            ));
-        }
-        Ok(tokens.iter().map(|t| t.text(text)).collect())
-    };
     let number = |word: &str, what: &str| -> Result<u16, String> {
         word.parse::<u16>()
             .map_err(|_| format!("{what} \"{word}\" is not a number from 0 to 65535"))
@@ -593,35 +583,36 @@ fn rdata(
         RecordType::NS => RData::NS(NS(absolute(single(tokens, text, rtype)?, origin)?)),
         RecordType::PTR => RData::PTR(PTR(absolute(single(tokens, text, rtype)?, origin)?)),
         RecordType::MX => {
-            let w = words(2)?;
+            let [preference, exchange] = fields(tokens, text, rtype)?;
             RData::MX(MX::new(
-                number(w[0], "preference")?,
-                absolute(w[1], origin)?,
+                number(preference, "preference")?,
+                absolute(exchange, origin)?,
             ))
         }
         RecordType::SRV => {
-            let w = words(4)?;
+            let [priority, weight, port, target] = fields(tokens, text, rtype)?;
             RData::SRV(SRV::new(
-                number(w[0], "priority")?,
-                number(w[1], "weight")?,
-                number(w[2], "port")?,
-                absolute(w[3], origin)?,
+                number(priority, "priority")?,
+                number(weight, "weight")?,
+                number(port, "port")?,
+                absolute(target, origin)?,
             ))
         }
         RecordType::SOA => {
-            let w = words(7)?;
-            let serial = w[2]
+            let [mname, rname, serial, refresh, retry, expire, minimum] =
+                fields(tokens, text, rtype)?;
+            let serial = serial
                 .parse::<u32>()
-                .map_err(|_| format!("serial \"{}\" is not a 32-bit number", w[2]))?;
+                .map_err(|_| format!("serial \"{serial}\" is not a 32-bit number"))?;
             let time = |word: &str| ttl_value(word).map(|t| t as i32);
             RData::SOA(SOA::new(
-                absolute(w[0], origin)?,
-                absolute(w[1], origin)?,
+                absolute(mname, origin)?,
+                absolute(rname, origin)?,
                 serial,
-                time(w[3])?,
-                time(w[4])?,
-                time(w[5])?,
-                ttl_value(w[6])?,
+                time(refresh)?,
+                time(retry)?,
+                time(expire)?,
+                ttl_value(minimum)?,
             ))
         }
         RecordType::TXT => {
@@ -662,6 +653,22 @@ fn rdata(
             let data = crate::model::absolutize_data(rtype, scratch, origin);
             RData::try_from_str(rtype, &data).map_err(|err| err.to_string())?
         }
+    })
+}
+
+/// Exactly `N` fields.
+fn fields<'t, const N: usize>(
+    tokens: &[Token],
+    text: &'t str,
+    rtype: RecordType,
+) -> Result<[&'t str; N], String> {
+    let found: Vec<&str> = tokens.iter().map(|t| t.text(text)).collect();
+    found.try_into().map_err(|found: Vec<&str>| {
+        format!(
+            "{rtype} takes {N} field{}, found {}",
+            if N == 1 { "" } else { "s" },
+            found.len()
+        )
     })
 }
 

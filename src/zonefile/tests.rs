@@ -193,3 +193,30 @@ fn includes_with_origin_loops_and_missing_files() {
     assert_eq!(file.files.len(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Whatever the text, reading it ends with records or errors, never a panic: random
+/// bytes, and every prefix of a file with every construct the reader knows.
+#[test]
+fn any_text_reads_without_panicking() {
+    let sample = "$ORIGIN a.example.test.\n$TTL 1h\n@ IN SOA ns1 host ( 1 2 3\n 4 5 )\n\tNS ns1\nw 60 IN TXT \"a\\\"b\" \\065 x ; c\n$INCLUDE nope.zone sub\nm MX 10 mail.\n* A 192.0.2.1\n";
+    for end in 0..=sample.len() {
+        if let Some(prefix) = sample.get(..end) {
+            let mut errors = Vec::new();
+            parse_str(prefix, Path::new("p.zone"), &origin(), None, &mut errors);
+        }
+    }
+    let alphabet = b"$@;()\"\\ \t\nAINSOTXMX0123456789.a*";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..2000 {
+        let mut text = Vec::new();
+        for _ in 0..(state % 200) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push(alphabet[(state % alphabet.len() as u64) as usize]);
+        }
+        let text = String::from_utf8_lossy(&text);
+        let mut errors = Vec::new();
+        parse_str(&text, Path::new("r.zone"), &origin(), None, &mut errors);
+    }
+}
