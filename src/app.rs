@@ -1548,6 +1548,7 @@ impl Compiler {
     /// brings the result back.
     fn start_reload(&mut self, replies: Vec<ReloadReply>) {
         self.reload_running = true;
+        tracing::debug!(requests = replies.len(), "reload started");
         let settings = self.settings.clone();
         let stores = self.loaded.stores.clone();
         let done = self.reload_tx.clone();

@@ -313,3 +313,40 @@ fn set_override(admin: SocketAddr, state: &str) -> (u16, String) {
         None,
     )
 }
+
+/// A reload asked for while one runs gets a reload of its own that starts after it, so
+/// an edit made between the two requests is served when the second one answers.
+#[test]
+fn a_reload_asked_for_during_a_reload_reads_the_files_again() {
+    let _serial = serial();
+    let dir = TempDir::new("master-reload-twice");
+    std::fs::create_dir_all(dir.0.join("static")).unwrap();
+    let mut big = String::from("$TTL 300\n");
+    for i in 0..100_000u32 {
+        big.push_str(&format!("h{i} A 10.0.{}.{}\n", (i >> 8) & 255, i & 255));
+    }
+    dir.write("static/records.zone", &big);
+    include_zone(&dir, "");
+    let records = dir.0.join("static/records.zone");
+    let dir_arg = dir.path("");
+    let s = TestServer::start(&["--zones", &dir_arg, "--admin", "127.0.0.1:0"]).keeping(dir);
+    let admin = s.admin.unwrap();
+
+    let first = std::thread::spawn(move || http(admin, "POST", "/v1/reload", None, None));
+    // Wait until the first reload is running (its thread is reading the files).
+    poll("the first reload to start", || {
+        s.log().contains("reload started")
+    });
+    big.push_str("added A 192.0.2.77\n");
+    std::fs::write(&records, &big).unwrap();
+    let (status, body) = http(admin, "POST", "/v1/reload", None, None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = first.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Served as soon as the second request has its answer.
+    let m = s.both(&query("added.inc.test", RecordType::A));
+    assert_eq!(
+        addrs(&m),
+        ["192.0.2.77".parse::<std::net::IpAddr>().unwrap()]
+    );
+}
