@@ -507,7 +507,15 @@ pub fn compile_grouped(
     for &end in &ends {
         let group = order.get(start..end as usize).unwrap_or_default();
         start = end as usize;
-        let mut rrsets = Vec::new();
+        // One set per type: the group is sorted by type, so count the changes.
+        let types = 1 + group
+            .windows(2)
+            .filter(|pair| {
+                let rtype = |i: u32| records.get(i as usize).map(Record::record_type);
+                matches!(pair, [a, b] if rtype(*a) != rtype(*b))
+            })
+            .count();
+        let mut rrsets = Vec::with_capacity(types);
         let mut key = None;
         let mut set_type = None;
         set.clear();
@@ -621,16 +629,14 @@ fn add_empty_non_terminals(nodes: &mut NameMap<Node>, origin_key: &[u8]) {
     for key in nodes.keys() {
         let mut current: &[u8] = key;
         while let Some(parent) = parent_key(current) {
-            if parent.len() < origin_key.len()
-                || nodes.contains_key(parent)
+            // The short list of names added so far first: siblings share a parent.
+            if parent.len() <= origin_key.len()
                 || missing.contains_key(parent)
+                || nodes.contains_key(parent)
             {
                 break;
             }
             missing.insert(parent.into(), ());
-            if parent == origin_key {
-                break;
-            }
             current = parent;
         }
     }
