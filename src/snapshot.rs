@@ -497,58 +497,36 @@ pub fn compile_grouped(
     } else {
         model::group_by_owner(&records)
     };
+    // The nodes are built on two threads for a large zone (each takes half of the
+    // owners), then inserted here.
+    let half = ends.len() / 2;
+    let (first, second) = ends.split_at(half);
+    let second_start = first.last().map_or(0, |&end| end as usize);
+    let built: Vec<Vec<(Box<[u8]>, Node)>> = if ends.len() >= PARALLEL_NODES {
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| build_nodes(&records, &order, 0, first));
+            let mine = build_nodes(&records, &order, second_start, second);
+            match other.join() {
+                Ok(theirs) => vec![theirs, mine],
+                // A panic there is a bug; build that half here rather than lose it.
+                Err(_) => vec![build_nodes(&records, &order, 0, first), mine],
+            }
+        })
+    } else {
+        vec![build_nodes(&records, &order, 0, &ends)]
+    };
     let mut nodes: NameMap<Node> = NameMap::default();
     nodes.reserve(ends.len());
     let mut cut_lens = KeyLens::default();
-    let mut start = 0;
-    // One type's records at the current owner, by reference: compact sets copy only
-    // their data, and only the other types' records are cloned.
-    let mut set: Vec<&Record> = Vec::new();
-    for &end in &ends {
-        let group = order.get(start..end as usize).unwrap_or_default();
-        start = end as usize;
-        // One set per type: the group is sorted by type, so count the changes.
-        let types = 1 + group
-            .windows(2)
-            .filter(|pair| {
-                let rtype = |i: u32| records.get(i as usize).map(Record::record_type);
-                matches!(pair, [a, b] if rtype(*a) != rtype(*b))
-            })
-            .count();
-        let mut rrsets = Vec::with_capacity(types);
-        let mut key = None;
-        let mut set_type = None;
-        set.clear();
-        for &i in group {
-            let Some(record) = records.get(i as usize) else {
-                continue;
-            };
-            if key.is_none() {
-                key = Some(wire_key(&record.name));
-            }
-            let rtype = record.record_type();
-            if set_type != Some(rtype) {
-                if let Some(t) = set_type {
-                    rrsets.push((t, RrSet::new(&set)));
-                    set.clear();
-                }
-                set_type = Some(rtype);
-            }
-            set.push(record);
-        }
-        if let Some(t) = set_type {
-            rrsets.push((t, RrSet::new(&set)));
-        }
-        let mut node = Node {
-            rrsets: rrsets.into_boxed_slice(),
-            ..Node::default()
-        };
-        let Some(key) = key else { continue };
-        if *key != *origin_key && node.rrset(RecordType::NS).is_some() {
-            node.delegation = true;
+    for (key, node) in built.into_iter().flatten() {
+        if node.delegation && *key != *origin_key {
             cut_lens.insert(key.len());
         }
         nodes.insert(key, node);
+    }
+    // The apex's NS records are not a cut.
+    if let Some(apex) = nodes.get_mut(&origin_key) {
+        apex.delegation = false;
     }
     for (idx, pool) in zone.pools.iter().enumerate() {
         for owner in &pool.names {
@@ -619,6 +597,68 @@ fn compile_sharding(zone: &Zone, s: &model::Sharding) -> ShardingSnap {
         shard_names: s.shards.iter().cloned().collect(),
         default_shard: s.default_shard,
     }
+}
+
+/// Owners from which `compile_grouped` builds nodes on two threads.
+const PARALLEL_NODES: usize = 50_000;
+
+/// The nodes of the owner groups ending at `ends` (the first starting at `start` in
+/// `order`), each with its key; `delegation` is set for every owner with NS records
+/// (the caller clears it at the apex).
+fn build_nodes(
+    records: &[Record],
+    order: &[u32],
+    mut start: usize,
+    ends: &[u32],
+) -> Vec<(Box<[u8]>, Node)> {
+    let mut built = Vec::with_capacity(ends.len());
+    // One type's records at the current owner, by reference: compact sets copy only
+    // their data, and only the other types' records are cloned.
+    let mut set: Vec<&Record> = Vec::new();
+    for &end in ends {
+        let group = order.get(start..end as usize).unwrap_or_default();
+        start = end as usize;
+        // One set per type: the group is sorted by type, so count the changes.
+        let types = 1 + group
+            .windows(2)
+            .filter(|pair| {
+                let rtype = |i: u32| records.get(i as usize).map(Record::record_type);
+                matches!(pair, [a, b] if rtype(*a) != rtype(*b))
+            })
+            .count();
+        let mut rrsets = Vec::with_capacity(types);
+        let mut key = None;
+        let mut set_type = None;
+        set.clear();
+        for &i in group {
+            let Some(record) = records.get(i as usize) else {
+                continue;
+            };
+            if key.is_none() {
+                key = Some(wire_key(&record.name));
+            }
+            let rtype = record.record_type();
+            if set_type != Some(rtype) {
+                if let Some(t) = set_type {
+                    rrsets.push((t, RrSet::new(&set)));
+                    set.clear();
+                }
+                set_type = Some(rtype);
+            }
+            set.push(record);
+        }
+        if let Some(t) = set_type {
+            rrsets.push((t, RrSet::new(&set)));
+        }
+        let Some(key) = key else { continue };
+        let mut node = Node {
+            rrsets: rrsets.into_boxed_slice(),
+            ..Node::default()
+        };
+        node.delegation = node.rrset(RecordType::NS).is_some();
+        built.push((key, node));
+    }
+    built
 }
 
 /// RFC 4592 section 2.2.2: a name with no records but with descendants exists (an empty
