@@ -148,23 +148,7 @@ fn admin_refuses_non_loopback_without_a_token_and_checks_tokens() {
     assert_eq!(code, 1);
     assert!(err.contains("without a token"), "{err}");
 
-    let dir = TempDir::new("token");
-    let token = dir.write("token", "s3cret\n");
-    let zones = example_zones();
-    let config = dir.write(
-        "geolb.toml",
-        &format!(
-            "zones = [\"{}\"]\nadmin_token_file = \"{}\"\n",
-            zones.0.display(),
-            token.display()
-        ),
-    );
-    let s = TestServer::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let s = TestServer::example_with_token();
     let admin = s.admin.unwrap();
     assert_eq!(http(admin, "GET", "/v1/health", None, None).0, 401);
     assert_eq!(http(admin, "GET", "/v1/health", None, Some("wrong")).0, 401);

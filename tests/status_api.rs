@@ -48,25 +48,7 @@ fn json(addr: SocketAddr, path: &str) -> (u16, Value) {
 
 #[test]
 fn the_page_is_served_without_the_token_and_its_data_only_with_it() {
-    let dir = TempDir::new("status-token");
-    let token = dir.write("token", "s3cret\n");
-    let zones = example_zones();
-    let config = dir.write(
-        "geolb.toml",
-        &format!(
-            "zones = [\"{}\"]\nadmin_token_file = \"{}\"\n",
-            zones.0.display(),
-            token.display()
-        ),
-    );
-    let s = TestServer::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--admin",
-        "127.0.0.1:0",
-    ])
-    .keeping(zones)
-    .keeping(dir);
+    let s = TestServer::example_with_token();
     let admin = s.admin.unwrap();
 
     for (path, content_type) in [

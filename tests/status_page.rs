@@ -255,25 +255,7 @@ fn with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_session() {
     let Some(tools) = tools("status page") else {
         return;
     };
-    let dir = TempDir::new("status-token");
-    let token = dir.write("token", "s3cret\n");
-    let zones = example_zones();
-    let config = dir.write(
-        "geolb.toml",
-        &format!(
-            "zones = [\"{}\"]\nadmin_token_file = \"{}\"\n",
-            zones.0.display(),
-            token.display()
-        ),
-    );
-    let s = TestServer::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--admin",
-        "127.0.0.1:0",
-    ])
-    .keeping(zones)
-    .keeping(dir);
+    let s = TestServer::example_with_token();
     let admin = s.admin.unwrap();
 
     let browser = Browser::start(&tools);

@@ -169,6 +169,30 @@ impl TestServer {
         self
     }
 
+    /// The example zones with the admin API on 127.0.0.1:0 behind the token `s3cret`
+    /// (from `admin_token_file` in a `geolb.toml`).
+    pub fn example_with_token() -> TestServer {
+        let dir = TempDir::new("token");
+        let token = dir.write("token", "s3cret\n");
+        let zones = example_zones();
+        let config = dir.write(
+            "geolb.toml",
+            &format!(
+                "zones = [\"{}\"]\nadmin_token_file = \"{}\"\n",
+                zones.0.display(),
+                token.display()
+            ),
+        );
+        TestServer::start(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .keeping(zones)
+        .keeping(dir)
+    }
+
     /// `start` on a private copy of the shipped example zones, followed by `args`.
     pub fn example(args: &[&str]) -> TestServer {
         let zones = example_zones();
