@@ -302,7 +302,7 @@ fn target_addresses<R: Trace>(
             None => {
                 for rtype in [RecordType::A, RecordType::AAAA] {
                     if let Some(set) = node.rrset(rtype) {
-                        extra.extend(set.records(target));
+                        set.extend_into(target, &mut extra);
                     }
                 }
             }
@@ -334,7 +334,7 @@ fn step<R: Trace>(
             // RFC 4035 section 3.1.4.1: DS is the parent side's data at the cut, so
             // the parent answers it, authoritatively: its DS records, or NODATA.
             match z.nodes.get(cut).and_then(|n| n.rrset(RecordType::DS)) {
-                Some(ds) => answer.answers.extend(ds.records(owner)),
+                Some(ds) => ds.extend_into(owner, &mut answer.answers),
                 None => negative(z, ResponseCode::NoError, answer),
             }
             return Step::Done;
@@ -404,7 +404,7 @@ fn referral(zone: &StaticZone, cut: &[u8], answer: &mut Answer) {
             let glue_owner = target.0.to_lowercase();
             for rtype in [RecordType::A, RecordType::AAAA] {
                 if let Some(set) = node.rrset(rtype) {
-                    answer.additional.extend(set.records(&glue_owner));
+                    set.extend_into(&glue_owner, &mut answer.additional);
                 }
             }
         }
@@ -450,7 +450,7 @@ fn answer_node<R: Trace>(
     if let Some(cname) = node.rrset(RecordType::CNAME)
         && qtype != RecordType::CNAME
     {
-        answer.answers.extend(cname.records(owner));
+        cname.extend_into(owner, &mut answer.answers);
         if let Some(RData::CNAME(target)) = cname
             .as_records()
             .and_then(<[Record]>::first)
@@ -467,7 +467,7 @@ fn answer_node<R: Trace>(
         return Step::Done;
     }
     match node.rrset(qtype) {
-        Some(records) => answer.answers.extend(records.records(owner)),
+        Some(records) => records.extend_into(owner, &mut answer.answers),
         None => negative(z, ResponseCode::NoError, answer),
     }
     Step::Done
@@ -477,7 +477,7 @@ fn answer_node<R: Trace>(
 /// except at a CNAME, which is the name's only data and is answered as it is.
 fn answer_any(zone: &StaticZone, node: &Node, owner: &Name, answer: &mut Answer) -> Step {
     if let Some(cname) = node.rrset(RecordType::CNAME) {
-        answer.answers.extend(cname.records(owner));
+        cname.extend_into(owner, &mut answer.answers);
     } else if node.is_empty() {
         negative(zone, ResponseCode::NoError, answer);
     } else {
