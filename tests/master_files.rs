@@ -207,15 +207,12 @@ fn include_errors_point_at_the_included_file_or_the_key() {
     );
 }
 
-/// A reload of a large zone runs beside the compiler: overrides sent meanwhile are
-/// acknowledged at once, not after the reload.
-#[test]
-fn overrides_flow_while_a_large_zone_reloads() {
-    let _serial = serial();
-    let dir = TempDir::new("master-reload");
+/// The TOML zone of `include_zone`, its included file holding `hosts` A records
+/// (`h{i}.s{i % 97}`, 10.x.y.z); returns the included file's text.
+fn large_include(dir: &TempDir, hosts: u32) -> String {
     std::fs::create_dir_all(dir.0.join("static")).unwrap();
     let mut big = String::from("$TTL 300\n");
-    for i in 0..150_000u32 {
+    for i in 0..hosts {
         big.push_str(&format!(
             "h{i}.s{} A 10.{}.{}.{}\n",
             i % 97,
@@ -225,7 +222,17 @@ fn overrides_flow_while_a_large_zone_reloads() {
         ));
     }
     dir.write("static/records.zone", &big);
-    include_zone(&dir, "");
+    include_zone(dir, "");
+    big
+}
+
+/// A reload of a large zone runs beside the compiler: overrides sent meanwhile are
+/// acknowledged at once, not after the reload.
+#[test]
+fn overrides_flow_while_a_large_zone_reloads() {
+    let _serial = serial();
+    let dir = TempDir::new("master-reload");
+    large_include(&dir, 150_000);
     let dir_arg = dir.path("");
     let s = TestServer::start(&["--zones", &dir_arg, "--admin", "127.0.0.1:0"]).keeping(dir);
     let admin = s.admin.unwrap();
@@ -320,13 +327,7 @@ fn set_override(admin: SocketAddr, state: &str) -> (u16, String) {
 fn a_reload_asked_for_during_a_reload_reads_the_files_again() {
     let _serial = serial();
     let dir = TempDir::new("master-reload-twice");
-    std::fs::create_dir_all(dir.0.join("static")).unwrap();
-    let mut big = String::from("$TTL 300\n");
-    for i in 0..100_000u32 {
-        big.push_str(&format!("h{i} A 10.0.{}.{}\n", (i >> 8) & 255, i & 255));
-    }
-    dir.write("static/records.zone", &big);
-    include_zone(&dir, "");
+    let mut big = large_include(&dir, 100_000);
     let records = dir.0.join("static/records.zone");
     let dir_arg = dir.path("");
     let s = TestServer::start(&["--zones", &dir_arg, "--admin", "127.0.0.1:0"]).keeping(dir);
