@@ -1539,7 +1539,8 @@ impl Cx<'_> {
                 continue;
             };
             let has_cname = entries.iter().any(|(_, t)| *t == RecordType::CNAME);
-            let is_cut = *owner != zone.origin && entries.iter().any(|(_, t)| *t == RecordType::NS);
+            let is_cut = !same_owner(owner, &zone.origin)
+                && entries.iter().any(|(_, t)| *t == RecordType::NS);
             let pool = if pool_of.is_empty() {
                 None
             } else {
@@ -1590,41 +1591,108 @@ impl Cx<'_> {
 }
 
 /// The indices of `records` grouped by owner name: `order` lists every index, owners
-/// one after another (each owner's records by type, then in the order written), and
-/// `ends` is where each owner's run in `order` ends. Names are grouped through a hash
-/// of their lower-case labels, and compared only where two owners share one.
+/// one after another in the order first written (each owner's records by type, then
+/// in the order written), and `ends` is where each owner's run in `order` ends.
+///
+/// Files mostly write an owner's records together, so the records are first cut into
+/// runs of one owner, in order; only the runs' names are hashed (FNV over lower-case
+/// labels) and sorted, to find an owner written in more than one place, whose runs
+/// join its first. Everything after walks the records in the order written, which
+/// keeps a large zone's loading within the cache's reach.
 pub fn group_by_owner(records: &[Record]) -> (Vec<u32>, Vec<u32>) {
-    let mut keyed: Vec<(u64, u16, u32)> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (owner_hash(&r.name), u16::from(r.record_type()), i as u32))
-        .collect();
-    keyed.sort_unstable();
-    let name_of = |k: &(u64, u16, u32)| records.get(k.2 as usize).map(|r| &r.name);
-    let mut order = Vec::with_capacity(keyed.len());
-    let mut ends = Vec::new();
-    let mut rest = &keyed[..];
-    while let Some(first) = rest.first() {
-        let run_len = rest.iter().take_while(|k| k.0 == first.0).count();
-        let (run, tail) = rest.split_at(run_len);
-        rest = tail;
-        let name = name_of(first);
-        // Almost every run is one owner; the names are compared only to be sure.
-        if run.iter().skip(1).all(|k| name_of(k) == name) {
-            order.extend(run.iter().map(|k| k.2));
-            ends.push(order.len() as u32);
-            continue;
-        }
-        // Different names with the same hash: one group per name, in run order.
-        let mut left: Vec<&(u64, u16, u32)> = run.iter().collect();
-        while let Some(head) = left.first().copied() {
-            let name = name_of(head);
-            order.extend(left.iter().filter(|k| name_of(k) == name).map(|k| k.2));
-            ends.push(order.len() as u32);
-            left.retain(|k| name_of(k) != name);
+    let mut run_starts: Vec<u32> = Vec::new();
+    let mut previous: Option<&Name> = None;
+    for (i, record) in records.iter().enumerate() {
+        if !previous.is_some_and(|p| same_owner(p, &record.name)) {
+            run_starts.push(i as u32);
+            previous = Some(&record.name);
         }
     }
+    let run_range = |run: u32| {
+        let start = run_starts.get(run as usize).copied().unwrap_or(0) as usize;
+        let end = run_starts
+            .get(run as usize + 1)
+            .map_or(records.len(), |&e| e as usize);
+        start..end
+    };
+    let name_of = |run: u32| records.get(run_range(run).start).map(|r| &r.name);
+    let mut keyed: Vec<(u64, u32)> = (0..run_starts.len() as u32)
+        .map(|run| (name_of(run).map_or(0, owner_hash), run))
+        .collect();
+    keyed.sort_unstable();
+    // Runs of an owner already seen: (its first run, this run), and a mark on each.
+    let mut joins: Vec<(u32, u32)> = Vec::new();
+    let mut joined = vec![false; run_starts.len()];
+    let mut rest = &keyed[..];
+    while let Some(first) = rest.first() {
+        let same_hash = rest.iter().take_while(|k| k.0 == first.0).count();
+        let (runs, tail) = rest.split_at(same_hash);
+        rest = tail;
+        if runs.len() < 2 {
+            continue;
+        }
+        // Runs are in written order within a hash; different names may share one.
+        for (n, &(_, run)) in runs.iter().enumerate() {
+            if joined.get(run as usize).copied().unwrap_or(true) {
+                continue;
+            }
+            for &(_, later) in runs.iter().skip(n + 1) {
+                if !joined.get(later as usize).copied().unwrap_or(true)
+                    && let (Some(a), Some(b)) = (name_of(later), name_of(run))
+                    && same_owner(a, b)
+                {
+                    joins.push((run, later));
+                    if let Some(mark) = joined.get_mut(later as usize) {
+                        *mark = true;
+                    }
+                }
+            }
+        }
+    }
+    joins.sort_unstable();
+    let mut order = Vec::with_capacity(records.len());
+    let mut ends = Vec::with_capacity(run_starts.len() - joins.len());
+    let mut group: Vec<(RecordType, u32)> = Vec::new();
+    let mut pending = &joins[..];
+    for run in 0..run_starts.len() as u32 {
+        if joined.get(run as usize).copied().unwrap_or(true) {
+            continue;
+        }
+        group.clear();
+        let mut add = |range: std::ops::Range<usize>| {
+            for i in range {
+                if let Some(record) = records.get(i) {
+                    group.push((record.record_type(), i as u32));
+                }
+            }
+        };
+        add(run_range(run));
+        while let Some(&(head, later)) = pending.first()
+            && head == run
+        {
+            add(run_range(later));
+            pending = pending.get(1..).unwrap_or_default();
+        }
+        if group.len() > 1 {
+            group.sort_unstable_by_key(|&(rtype, i)| (u16::from(rtype), i));
+        }
+        order.extend(group.iter().map(|&(_, i)| i));
+        ends.push(order.len() as u32);
+    }
     (order, ends)
+}
+
+/// Whether two names are the same owner: `Name`'s own `==` (which orders labels from
+/// the root, through its general comparison) at a fraction of the cost.
+pub(crate) fn same_owner(a: &Name, b: &Name) -> bool {
+    let (mut x, mut y) = (a.iter(), b.iter());
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return a.is_fqdn() == b.is_fqdn(),
+            (Some(p), Some(q)) if p.eq_ignore_ascii_case(q) => {}
+            _ => return false,
+        }
+    }
 }
 
 /// FNV-1a over a name's lower-case labels, each preceded by its length.
@@ -1798,8 +1866,8 @@ mod tests {
             groups.push(order[start..end as usize].to_vec());
             start = end as usize;
         }
-        groups.sort();
-        // a.test.: the A records (as written: 2, 4), then TXT; b.test.: 0, 3.
+        // Owners in the order first written: b.test. (0, 3), then a.test.: its A
+        // records as written (2, 4), then its TXT.
         assert_eq!(groups, [vec![0, 3], vec![2, 4, 1]]);
     }
 

@@ -533,7 +533,7 @@ pub fn compile_grouped(
         nodes.entry(s.shard_suffix_key.clone()).or_default();
         nodes.entry(s.tenant_suffix_key.clone()).or_default();
     }
-    drop(records);
+    drop_aside(records);
     add_empty_non_terminals(&mut nodes, &origin_key);
     let has_wildcards = nodes.keys().any(|k| k.starts_with(b"\x01*"));
     let negative_ttl = match &zone.soa.data {
@@ -657,6 +657,19 @@ fn build_nodes(
 
 /// RFC 4592 section 2.2.2: a name with no records but with descendants exists (an empty
 /// non-terminal) and answers NODATA, not NXDOMAIN.
+/// Frees a large zone's loaded records on a thread of their own: a few hundred
+/// thousand frees are a tenth of the load, and nothing waits for them.
+fn drop_aside(records: Vec<Record>) {
+    if records.len() < PARALLEL_NODES {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("geolb-free".into())
+        .spawn(move || drop(records));
+    // Without a thread, the records are freed here (the closure returned with them).
+    drop(spawned);
+}
+
 fn add_empty_non_terminals(nodes: &mut NameMap<Node>, origin_key: &[u8]) {
     // Climb from each name until an existing node (its ancestors are handled from it).
     let mut missing: NameMap<()> = NameMap::default();
