@@ -141,7 +141,9 @@ pub(crate) fn canonical_rdata_into(data: &RData, out: &mut Vec<u8>) -> Result<()
         out.extend_from_slice(&rdata.anything);
         return Ok(());
     }
-    let mut encoder = BinEncoder::new(out);
+    // Append: `BinEncoder::new` would write from offset 0, over what `out` holds.
+    let offset = u32::try_from(out.len()).map_err(|_| SignError::RdataTooLong)?;
+    let mut encoder = BinEncoder::with_offset(out, offset);
     encoder.set_canonical_form(true);
     data.emit(&mut encoder)
         .map_err(|error| SignError::Encode(error.to_string()))

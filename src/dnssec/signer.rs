@@ -606,6 +606,29 @@ mod tests {
         assert_eq!(signer.cached_entries(), 4);
     }
 
+    /// Ed25519 is deterministic: the cached path makes the same bytes as the plain one.
+    #[test]
+    fn the_signer_signs_what_rrsig_record_signs() {
+        let signer = make_signer(100);
+        let mut records = a_set(
+            "www.example.com.",
+            300,
+            &[[198, 51, 100, 7], [192, 0, 2, 1]],
+        );
+        records.push(Record::from_rdata(
+            name("www.example.com."),
+            300,
+            RData::A(Ipv4Addr::new(192, 0, 2, 1).into()),
+        ));
+        let key = signer.keys().zone_signer(NOW).unwrap();
+        let plain =
+            crate::dnssec::sign::rrsig_record(key, &records, None, NOW - 3600, NOW + 7 * DAY)
+                .unwrap();
+        assert_eq!(signer.sign(&records, None, NOW).unwrap(), plain);
+        records.reverse();
+        assert_eq!(signer.sign(&records, None, NOW).unwrap(), plain);
+    }
+
     #[test]
     fn signatures_are_remade_at_half_life_and_never_served_expired() {
         let signer = make_signer(1000);
