@@ -9,6 +9,7 @@
 //! - `tenants`: tenant maps, their journal, and the shared tenant table.
 //! - `snapshot`: the immutable, compiled view a query reads.
 //! - `dns`: the answer to one query, from bytes to bytes.
+//! - `dnssec`: zone keys, RRSIG and NSEC rdata, the signer and its signature cache.
 //! - `server`: UDP and TCP front ends.
 //! - `rrl`: response rate limiting of UDP replies.
 //! - `dnstap`: the query log, Frame Streams to a unix socket.
@@ -23,6 +24,7 @@ pub mod admin_client;
 pub mod app;
 pub mod config;
 pub mod dns;
+pub mod dnssec;
 pub mod dnstap;
 pub mod explain;
 pub mod fleet;

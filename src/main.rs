@@ -53,6 +53,28 @@ enum Command {
     /// Check that a running server answers DNS over UDP and TCP (and its admin API,
     /// when it has one); exit 0 or 1. For container health checks.
     Health(HealthArgs),
+    /// DNSSEC key management.
+    #[command(subcommand)]
+    Dnssec(DnssecCommand),
+}
+
+#[derive(Subcommand)]
+enum DnssecCommand {
+    /// Generate a key pair in BIND's format (K<zone>+<alg>+<tag>.key and .private),
+    /// created, published and active now; prints its base name like dnssec-keygen.
+    Keygen {
+        /// The zone the key is for.
+        zone: String,
+        /// The directory to write the key files into.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// 13 (ECDSA P-256 SHA-256) or 15 (Ed25519).
+        #[arg(long, default_value = "13", value_parser = ["13", "15"])]
+        algorithm: String,
+        /// A key-signing key (flags 257, the SEP bit), whose DS goes to the parent.
+        #[arg(long)]
+        ksk: bool,
+    },
 }
 
 #[derive(Args)]
@@ -194,6 +216,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Dnssec(command) => match dnssec(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Explain {
             name,
             rtype,
@@ -233,6 +262,36 @@ fn explain(
     }
     print!("{}", geolb::explain::render(&view));
     Ok(())
+}
+
+/// `geolb dnssec ...`: key files are written with the real clock; the library itself
+/// takes the time as an argument.
+fn dnssec(command: DnssecCommand) -> Result<(), String> {
+    use geolb::dnssec::{Algorithm, keygen};
+    match command {
+        DnssecCommand::Keygen {
+            zone,
+            dir,
+            algorithm,
+            ksk,
+        } => {
+            let algorithm = algorithm
+                .parse()
+                .ok()
+                .and_then(Algorithm::from_number)
+                .ok_or_else(|| format!("algorithm {algorithm} is not supported (13 or 15)"))?;
+            let origin = hickory_proto::rr::Name::from_ascii(&zone)
+                .map_err(|error| format!("bad zone name {zone:?}: {error}"))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|error| format!("the clock is before 1970: {error}"))?;
+            let now = u32::try_from(now.as_secs())
+                .map_err(|_| "the clock is past 2106, beyond DNSSEC's u32 times".to_owned())?;
+            let base = keygen::keygen(&dir, &origin, algorithm, ksk, now)?;
+            println!("{base}");
+            Ok(())
+        }
+    }
 }
 
 /// Percent-encodes a query parameter (RFC 3986: all but the unreserved characters).
