@@ -160,6 +160,18 @@ pub struct RawZoneFile {
     pub sharding: Option<Spanned<RawSharding>>,
     #[serde(default)]
     pub shards: BTreeMap<Spanned<String>, Spanned<RawPool>>,
+    pub dnssec: Option<Spanned<RawDnssec>>,
+}
+
+/// `[dnssec]`: online signing with the BIND-format keys in `keys`.
+#[derive(Debug, Deserialize)]
+pub struct RawDnssec {
+    /// The key directory, relative to the zone file's directory.
+    pub keys: Spanned<String>,
+    /// How long a signature is valid (a duration, e.g. "14d").
+    pub signature_validity: Option<Spanned<String>>,
+    /// The most signatures of dynamic answers kept.
+    pub signature_cache: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -366,6 +378,14 @@ const ZONE_FILE: Schema = Schema {
         ("pools", Shape::Named(&POOL)),
         ("sharding", Shape::Table(&SHARDING)),
         ("shards", Shape::Named(&SHARD)),
+        ("dnssec", Shape::Table(&DNSSEC)),
+    ],
+};
+const DNSSEC: Schema = Schema {
+    keys: &[
+        ("keys", Shape::Leaf),
+        ("signature_validity", Shape::Leaf),
+        ("signature_cache", Shape::Leaf),
     ],
 };
 
@@ -502,6 +522,7 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         "s" => number.checked_mul(1000)?,
         "m" => number.checked_mul(60_000)?,
         "h" => number.checked_mul(3_600_000)?,
+        "d" => number.checked_mul(86_400_000)?,
         _ => return None,
     };
     Some(std::time::Duration::from_millis(millis))
@@ -564,6 +585,10 @@ mod tests {
         assert_eq!(
             parse_duration("2m"),
             Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_duration("14d"),
+            Some(std::time::Duration::from_secs(14 * 86_400))
         );
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("s"), None);

@@ -75,6 +75,14 @@ enum DnssecCommand {
         #[arg(long)]
         ksk: bool,
     },
+    /// Print the DS records of a signed zone's key-signing keys (SHA-256), for its
+    /// parent: the zone is loaded as `check` loads it, with its `[dnssec] keys`.
+    Ds {
+        /// The zone's origin.
+        zone: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 #[derive(Args)]
@@ -291,7 +299,36 @@ fn dnssec(command: DnssecCommand) -> Result<(), String> {
             println!("{base}");
             Ok(())
         }
+        DnssecCommand::Ds { zone, common } => dnssec_ds(&zone, &common),
     }
+}
+
+/// `geolb dnssec ds ZONE --zones ...`: the DS lines of the zone's key-signing keys
+/// published now.
+fn dnssec_ds(zone: &str, common: &CommonArgs) -> Result<(), String> {
+    let settings = settings(common).map_err(|_| "cannot read the settings".to_owned())?;
+    let loaded = app::load(&settings).map_err(|errors| errors.to_string())?;
+    let wanted = zone.trim_end_matches('.').to_ascii_lowercase();
+    let found = loaded
+        .model
+        .zones
+        .iter()
+        .find(|z| z.origin.to_ascii().trim_end_matches('.') == wanted)
+        .ok_or_else(|| format!("no zone {zone} in the zones given"))?;
+    let signer = found
+        .signer
+        .as_ref()
+        .ok_or_else(|| format!("zone {zone} is not signed (no [dnssec] table)"))?;
+    let lines = signer.keys().ds_text(geolb::dns::secure::unix_now());
+    if lines.is_empty() {
+        return Err(format!(
+            "zone {zone} has no key-signing key published now (flags 257)"
+        ));
+    }
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// Percent-encodes a query parameter (RFC 3986: all but the unreserved characters).

@@ -57,6 +57,8 @@ pub struct Zone {
     pub sharding: Option<Sharding>,
     /// The master files of `zone.include`, resolved against the zone file's directory.
     pub includes: Vec<PathBuf>,
+    /// `[dnssec]`: the zone's keys and signature cache, when it is signed.
+    pub signer: Option<std::sync::Arc<crate::dnssec::Signer>>,
     /// Distinct owner names served (static records and pools), counted at validation.
     pub names: usize,
     /// `records` grouped by owner at validation (`group_by_owner`), for
@@ -401,6 +403,7 @@ pub fn zone_from_master(path: &Path) -> Result<Zone, Vec<ConfigError>> {
         pools: Vec::new(),
         sharding: None,
         includes: Vec::new(),
+        signer: None,
         names: 0,
         groups: OwnerGroups::default(),
     };
@@ -474,6 +477,10 @@ impl Cx<'_> {
             }
         }
         let sharding = self.sharding(raw, &origin, &site_names, &sites, &mut pools);
+        let signer = raw
+            .dnssec
+            .as_ref()
+            .and_then(|d| self.dnssec(d.get_ref(), &origin, ttl));
         if sites.len() > MAX_SITES {
             self.errors.push(self.source.error(
                 0,
@@ -495,6 +502,7 @@ impl Cx<'_> {
             pools,
             sharding,
             includes,
+            signer,
             names: 0,
             groups: OwnerGroups::default(),
         };
@@ -502,6 +510,79 @@ impl Cx<'_> {
         let mut zone = zone;
         (zone.names, zone.groups) = self.check_record_names(&zone, &raw.records);
         Some(zone)
+    }
+
+    /// `[dnssec]`: loads the keys (every error names its key file) and checks that one
+    /// of them signs now.
+    fn dnssec(
+        &mut self,
+        raw: &config::RawDnssec,
+        origin: &Name,
+        ttl: u32,
+    ) -> Option<std::sync::Arc<crate::dnssec::Signer>> {
+        use crate::dnssec::{Signer, SignerSettings, ZoneKeys};
+        let base = self
+            .source
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let text = raw.keys.get_ref().trim();
+        let dir = base.join(text);
+        if text.is_empty() || !dir.is_dir() {
+            self.err(
+                &raw.keys,
+                "dnssec.keys",
+                format!("{} is not a directory of key files", dir.display()),
+            );
+            return None;
+        }
+        let mut settings = SignerSettings {
+            dnskey_ttl: ttl,
+            ..SignerSettings::default()
+        };
+        if let Some(validity) = &raw.signature_validity {
+            match config::parse_duration(validity.get_ref()) {
+                Some(d) if (2 * 3600..=366 * 86_400).contains(&d.as_secs()) => {
+                    settings.validity = d.as_secs() as u32;
+                }
+                _ => self.err(
+                    validity,
+                    "dnssec.signature_validity",
+                    "must be a duration from \"2h\" to \"366d\" (e.g. \"14d\")",
+                ),
+            }
+        }
+        if let Some(cache) = &raw.signature_cache {
+            match usize::try_from(*cache.get_ref()) {
+                Ok(n) if (1..=10_000_000).contains(&n) => settings.max_entries = n,
+                _ => self.err(
+                    cache,
+                    "dnssec.signature_cache",
+                    "must be a number of signatures from 1 to 10000000",
+                ),
+            }
+        }
+        let keys = match ZoneKeys::load(&dir, origin) {
+            Ok(keys) => keys,
+            Err(errors) => {
+                for error in errors {
+                    self.err(&raw.keys, "dnssec.keys", error);
+                }
+                return None;
+            }
+        };
+        if let Err(error) = keys.check_signing(crate::dns::secure::unix_now()) {
+            self.err(&raw.keys, "dnssec.keys", error);
+            return None;
+        }
+        match Signer::new(keys, settings) {
+            Ok(signer) => Some(std::sync::Arc::new(signer)),
+            Err(error) => {
+                self.err(&raw.keys, "dnssec", error);
+                None
+            }
+        }
     }
 
     /// Reads the master files of `zone.include` into `records` (every record noted in

@@ -391,6 +391,8 @@ pub struct StaticZone {
     pub facts: Box<[SiteFacts]>,
     pub pools: Box<[PoolDef]>,
     pub sharding: Option<ShardingSnap>,
+    /// `[dnssec]`: answers to DO queries are signed with it (`dns::secure`).
+    pub signer: Option<Arc<crate::dnssec::Signer>>,
 }
 
 pub struct SiteSnap {
@@ -571,6 +573,7 @@ pub fn compile_grouped(
             })
             .collect(),
         sharding,
+        signer: zone.signer.clone(),
     }
 }
 

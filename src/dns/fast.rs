@@ -95,6 +95,13 @@ pub fn fast_respond_noted(
     w.u16(question.qtype)?;
     w.u16(CLASS_IN)?;
     let outcome = match snapshot.find_zone_at(key) {
+        // A signed zone's answers to DO queries carry signatures: the reference path
+        // (`super::secure`) writes them.
+        Some((_, zone))
+            if zone.zone.signer.is_some() && question.edns.is_some_and(|e| e.dnssec_ok) =>
+        {
+            return None;
+        }
         Some((idx, zone)) => {
             let at = Answering {
                 snapshot,

@@ -107,6 +107,20 @@ pub struct Answer {
     pub extra: Vec<Record>,
     /// The ECS scope prefix: how far the answer depends on the client's address.
     pub scope: u8,
+    /// The index in the snapshot's zones of the zone that answered.
+    pub zone: Option<usize>,
+    /// Where a negative answer was decided, in a signed zone (for its denial of
+    /// existence, `dns::secure`); `None` elsewhere.
+    pub denial: Option<Denial>,
+}
+
+/// The name a negative answer is about (the question's name, or the last target of a
+/// CNAME chain) and the types that exist there: `None` when the name does not exist
+/// (NXDOMAIN).
+#[derive(Debug)]
+pub struct Denial {
+    pub owner: Name,
+    pub types: Option<Vec<RecordType>>,
 }
 
 impl Answer {
@@ -119,6 +133,8 @@ impl Answer {
             additional: Vec::new(),
             extra: Vec::new(),
             scope: 0,
+            zone: None,
+            denial: None,
         }
     }
 
@@ -207,6 +223,7 @@ pub(crate) fn lookup_recorded<R: Trace>(
     }
     let mut answer = Answer::rcode(ResponseCode::NoError);
     answer.authoritative = true;
+    answer.zone = snapshot.zone_index(zone);
     let mut owner = qname.clone();
     let mut key = key;
     for _ in 0..MAX_CNAME_CHAIN {
@@ -335,7 +352,10 @@ fn step<R: Trace>(
             // the parent answers it, authoritatively: its DS records, or NODATA.
             match z.nodes.get(cut).and_then(|n| n.rrset(RecordType::DS)) {
                 Some(ds) => ds.extend_into(owner, &mut answer.answers),
-                None => negative(z, ResponseCode::NoError, answer),
+                None => {
+                    let at = z.nodes.get(cut).map_or(At::Nothing, At::Node);
+                    negative(z, ResponseCode::NoError, answer, owner, qtype, at);
+                }
             }
             return Step::Done;
         }
@@ -361,7 +381,7 @@ fn step<R: Trace>(
     {
         return answer_node(snapshot, zone, node, owner, qtype, client, answer, rec);
     }
-    negative(z, ResponseCode::NXDomain, answer);
+    negative(z, ResponseCode::NXDomain, answer, owner, qtype, At::Nothing);
     Step::Done
 }
 
@@ -462,13 +482,58 @@ fn answer_node<R: Trace>(
     }
     if let (Some(pool), RecordType::A | RecordType::AAAA) = (node.pool, qtype) {
         if !answer_pool(snapshot, zone, pool, owner, qtype, client, answer, rec) {
-            negative(z, ResponseCode::NoError, answer);
+            negative(
+                z,
+                ResponseCode::NoError,
+                answer,
+                owner,
+                qtype,
+                At::Node(node),
+            );
+        }
+        return Step::Done;
+    }
+    if let Some(signer) = &z.signer
+        && matches!(
+            qtype,
+            RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY
+        )
+        && is_apex(z, node)
+    {
+        let before = answer.answers.len();
+        let now = crate::dns::secure::unix_now();
+        let set = match qtype {
+            RecordType::DNSKEY => signer.sign_dnskey_set(now),
+            RecordType::CDS => signer.sign_cds_set(now),
+            _ => signer.sign_cdnskey_set(now),
+        };
+        // The records only: their RRSIGs are added with the others' (`dns::secure`).
+        let records = set.unwrap_or_default().into_iter();
+        answer
+            .answers
+            .extend(records.filter(|r| r.record_type() == qtype));
+        if answer.answers.len() == before {
+            negative(
+                z,
+                ResponseCode::NoError,
+                answer,
+                owner,
+                qtype,
+                At::Node(node),
+            );
         }
         return Step::Done;
     }
     match node.rrset(qtype) {
         Some(records) => records.extend_into(owner, &mut answer.answers),
-        None => negative(z, ResponseCode::NoError, answer),
+        None => negative(
+            z,
+            ResponseCode::NoError,
+            answer,
+            owner,
+            qtype,
+            At::Node(node),
+        ),
     }
     Step::Done
 }
@@ -479,7 +544,14 @@ fn answer_any(zone: &StaticZone, node: &Node, owner: &Name, answer: &mut Answer)
     if let Some(cname) = node.rrset(RecordType::CNAME) {
         cname.extend_into(owner, &mut answer.answers);
     } else if node.is_empty() {
-        negative(zone, ResponseCode::NoError, answer);
+        negative(
+            zone,
+            ResponseCode::NoError,
+            answer,
+            owner,
+            RecordType::ANY,
+            At::Node(node),
+        );
     } else {
         let hinfo = HINFO::new("RFC8482".to_string(), String::new());
         answer.answers.push(Record::from_rdata(
@@ -491,12 +563,71 @@ fn answer_any(zone: &StaticZone, node: &Node, owner: &Name, answer: &mut Answer)
     Step::Done
 }
 
+/// What is at the name of a negative answer.
+enum At<'n> {
+    /// No name: NXDOMAIN.
+    Nothing,
+    /// A node (for a wildcard's NODATA, the wildcard's node).
+    Node(&'n Node),
+    /// A tenant answered with addresses.
+    Tenant,
+}
+
 /// NXDOMAIN or NODATA: the SOA in authority, with the negative TTL (RFC 2308 section 3).
-fn negative(zone: &StaticZone, rcode: ResponseCode, answer: &mut Answer) {
+/// In a signed zone, also what the denial of existence is about: `owner` and the
+/// types there (without `qtype`, which has no data).
+fn negative(
+    zone: &StaticZone,
+    rcode: ResponseCode,
+    answer: &mut Answer,
+    owner: &Name,
+    qtype: RecordType,
+    at: At<'_>,
+) {
     answer.rcode = rcode;
     let mut soa = zone.soa.clone();
     soa.ttl = zone.negative_ttl;
     answer.authority.push(soa);
+    if zone.signer.is_none() {
+        return;
+    }
+    let types = match at {
+        At::Nothing => None,
+        At::Node(node) => Some(node_types(zone, node, qtype)),
+        At::Tenant => Some(
+            [RecordType::A, RecordType::AAAA]
+                .into_iter()
+                .filter(|t| *t != qtype)
+                .collect(),
+        ),
+    };
+    answer.denial = Some(Denial {
+        owner: owner.clone(),
+        types,
+    });
+}
+
+/// Whether `node` is the zone's apex node.
+fn is_apex(zone: &StaticZone, node: &Node) -> bool {
+    zone.nodes
+        .get(&zone.origin_key)
+        .is_some_and(|apex| std::ptr::eq(apex, node))
+}
+
+/// The types served at `node`: its static sets, a pool's A and AAAA, and at a signed
+/// zone's apex its DNSKEY (with CDS and CDNSKEY), leaving out `qtype`.
+fn node_types(zone: &StaticZone, node: &Node, qtype: RecordType) -> Vec<RecordType> {
+    let mut types: Vec<RecordType> = node.rrsets.iter().map(|(t, _)| *t).collect();
+    if node.pool.is_some() {
+        types.extend([RecordType::A, RecordType::AAAA]);
+    }
+    if zone.signer.is_some() && is_apex(zone, node) {
+        types.extend([RecordType::DNSKEY, RecordType::CDS, RecordType::CDNSKEY]);
+    }
+    types.retain(|t| *t != qtype);
+    types.sort_by_key(|t| u16::from(*t));
+    types.dedup();
+    types
 }
 
 /// Adds the pool's addresses for `qtype`; false when it has none (NODATA).
@@ -674,11 +805,11 @@ fn answer_tenant<R: Trace>(
 ) -> Step {
     let z = &zone.zone;
     let Some(sharding) = z.sharding.as_ref() else {
-        negative(z, ResponseCode::NXDomain, answer);
+        negative(z, ResponseCode::NXDomain, answer, owner, qtype, At::Nothing);
         return Step::Done;
     };
     let Some((pool, shard_name)) = sharding.shards.get(usize::from(shard.0)) else {
-        negative(z, ResponseCode::NXDomain, answer);
+        negative(z, ResponseCode::NXDomain, answer, owner, qtype, At::Nothing);
         return Step::Done;
     };
     match sharding.answer {
@@ -701,7 +832,7 @@ fn answer_tenant<R: Trace>(
             if !matches!(qtype, RecordType::A | RecordType::AAAA)
                 || !answer_pool(snapshot, zone, *pool, owner, qtype, client, answer, rec)
             {
-                negative(z, ResponseCode::NoError, answer);
+                negative(z, ResponseCode::NoError, answer, owner, qtype, At::Tenant);
             }
             // The address depends on the tenant mapping too: never cache it longer
             // than the mapping.

@@ -8,6 +8,7 @@
 
 pub mod fast;
 pub mod lookup;
+pub mod secure;
 pub mod wire;
 
 use std::net::IpAddr;
@@ -160,7 +161,20 @@ fn answer_message(
         return encode(&response, transport, 512, 0);
     }
     let client = Client::new(src, ecs);
-    let answer = answer_query(snapshot, query, &client, note);
+    let mut answer = answer_query(snapshot, query, &client, note);
+    if request_edns.is_some_and(|edns| edns.flags().dnssec_ok)
+        && let Some(zone) = answer.zone.and_then(|idx| snapshot.zones.get(idx))
+        && let Some(signer) = &zone.zone.signer
+        && let Err(err) = secure::secure(
+            &zone.zone,
+            signer,
+            &mut answer,
+            crate::dns::secure::unix_now(),
+        )
+    {
+        secure::report_failure(&zone.zone.name, &err);
+        answer = Answer::rcode(ResponseCode::ServFail);
+    }
     response.metadata.response_code = answer.rcode;
     response.metadata.authoritative = answer.authoritative;
     let scope = client.option_scope(answer.scope);
@@ -198,6 +212,8 @@ fn answer_query(snapshot: &Snapshot, query: &Query, client: &Client, note: &mut 
         RecordType::AXFR | RecordType::IXFR | RecordType::OPT => {
             Answer::rcode(ResponseCode::Refused)
         }
+        // RFC 9824 section 3.5: an explicit question for NXNAME is a format error.
+        secure::NXNAME => Answer::rcode(ResponseCode::FormErr),
         _ => {
             let mut noter = lookup::Noter::new(snapshot);
             let answer = lookup::lookup_recorded(

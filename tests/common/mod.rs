@@ -2,6 +2,8 @@
 //! lines, and queries it over UDP and TCP with hickory-proto messages.
 #![allow(dead_code)]
 
+pub mod unbound;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
