@@ -457,3 +457,168 @@ fn bad_keys_are_named_at_check() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("dnssec.keys"), "{err}");
 }
+
+/// A program on PATH (or in /usr/sbin), or why the test is skipped (a failure under
+/// GEOLB_REQUIRE_TOOLS=1).
+fn tool(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        let required = std::env::var("GEOLB_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{name} is not installed and GEOLB_REQUIRE_TOOLS=1 (apt-get install {package})"
+        );
+        eprintln!("skipped: {name} is not installed (Debian package `{package}`)");
+    }
+    found
+}
+
+/// A network namespace with the example zone's name server addresses (192.0.2.53 and
+/// 2001:db8::53) on its loopback, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Result<Netns, String> {
+        let name = format!("geolb-dv-{}", std::process::id());
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        ip(&["netns", "add", &name])?;
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"])?;
+        ip(&["-n", &ns.0, "addr", "add", "192.0.2.53/32", "dev", "lo"])?;
+        ip(&[
+            "-n",
+            &ns.0,
+            "addr",
+            "add",
+            "2001:db8::53/128",
+            "dev",
+            "lo",
+            "nodad",
+        ])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// `dnsviz probe` (authoritative analysis, with the DS as the delegation's, which needs
+/// BIND's `named` for the parent it fakes) then `dnsviz grok -l warning`: nothing to
+/// report. dnsviz queries port 53 at the NS addresses, so geolb serves them inside a
+/// network namespace of its own (needs root). The delegations are left out: their
+/// child zones (and `sec`'s made-up DS) are not ours to serve; delv checks the DS.
+#[test]
+fn dnsviz_reports_no_errors_or_warnings() {
+    let (Some(dnsviz), Some(_named)) = (tool("dnsviz", "dnsviz"), tool("named", "bind9")) else {
+        return;
+    };
+    let ns = match Netns::new() {
+        Ok(ns) => ns,
+        Err(why) => {
+            let required = std::env::var("GEOLB_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+            assert!(!required, "a network namespace (root): {why}");
+            eprintln!("skipped: no network namespace (needs root): {why}");
+            return;
+        }
+    };
+    let (zones, ds) = signed_zones("13");
+    let dir = zones.0.to_str().unwrap().to_string();
+    let _server = TestServer::start_wrapped(
+        &["ip", "netns", "exec", &ns.0],
+        "192.0.2.53:53",
+        &[
+            "--listen",
+            "[2001:db8::53]:53",
+            "--zones",
+            &dir,
+            "--geoip",
+            "geoip/demo.mmdb",
+        ],
+    )
+    .keeping(zones);
+    let f: Vec<&str> = ds.split_whitespace().collect();
+    let ds_arg = format!(
+        "example.test:{} {} {} {}",
+        f[3],
+        f[4],
+        f[5],
+        f[6..].concat()
+    );
+    let work = TempDir::new("dnsviz");
+    let probe = work.0.join("probe.json");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0])
+        .arg(&dnsviz)
+        .args([
+            "probe",
+            "-A",
+            "-N",
+            "example.test:ns1.example.test=192.0.2.53,ns2.example.test=[2001:db8::53]",
+            "-D",
+            &ds_arg,
+            "-o",
+        ])
+        .arg(&probe)
+        .args([
+            "example.test",
+            "www.example.test",
+            "nope.example.test",
+            "static.example.test",
+            "x.apps.example.test",
+            "acme.tenant.example.test",
+        ])
+        .output()
+        .expect("run dnsviz probe");
+    assert!(
+        out.status.success(),
+        "dnsviz probe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&dnsviz)
+        .args(["grok", "-l", "warning", "-r"])
+        .arg(&probe)
+        .output()
+        .expect("run dnsviz grok");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.trim().is_empty() || report.trim() == "{}",
+        "dnsviz grok reported:\n{report}"
+    );
+    // And the probe did look: every name analysed, and signatures found valid.
+    let all = Command::new(&dnsviz)
+        .args(["grok", "-r"])
+        .arg(&probe)
+        .output()
+        .expect("run dnsviz grok");
+    let all = String::from_utf8_lossy(&all.stdout);
+    assert!(all.contains("\"VALID\""), "{all}");
+    assert!(all.contains("acme.tenant.example.test."), "{all}");
+    drop(_server);
+}
