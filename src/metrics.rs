@@ -624,6 +624,11 @@ impl Scrape {
                 "dnstap messages lost: full queues, no reader, or a reader too slow.",
                 stats.dnstap.dropped(),
             ),
+            (
+                "geolb_dnssec_failures",
+                "Answers to DO queries that could not be signed (answered SERVFAIL).",
+                crate::dns::secure::failures(),
+            ),
         ];
         if let Some(fleet) = &s.control.fleet {
             let status = fleet.status();
@@ -656,8 +661,36 @@ impl Scrape {
             "Whether a pool currently has no site up (per family).",
             MetricType::Gauge,
         );
+        let mut signatures = Family::new(
+            "geolb_dnssec_signatures",
+            "RRSIGs of a signed zone's answers, from its signature cache (hit) or made (miss), since the zone was loaded.",
+            MetricType::Counter,
+        );
+        let mut sig_entries = Family::new(
+            "geolb_dnssec_signature_cache_entries",
+            "Signatures held in a signed zone's cache.",
+            MetricType::Gauge,
+        );
+        let mut sig_evictions = Family::new(
+            "geolb_dnssec_signature_cache_evictions",
+            "Signatures evicted from a signed zone's full cache, since the zone was loaded.",
+            MetricType::Counter,
+        );
         for zone in snapshot.zones.iter() {
             let name = &zone.zone.name;
+            if let Some(signer) = &zone.zone.signer {
+                let c = signer.counters();
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                for (result, n) in [("hit", c.hits), ("miss", c.misses)] {
+                    signatures.row(
+                        vec![("zone", name.clone()), ("result", result.to_string())],
+                        count(n),
+                    );
+                }
+                let held = i64::try_from(signer.cached_entries()).unwrap_or(i64::MAX);
+                sig_entries.row(vec![("zone", name.clone())], held);
+                sig_evictions.row(vec![("zone", name.clone())], count(c.evictions));
+            }
             if zone.zone.sharding.is_some() {
                 let n = i64::try_from(zone.tenants.len()).unwrap_or(i64::MAX);
                 tenants.row(vec![("zone", name.clone())], n);
@@ -686,7 +719,14 @@ impl Scrape {
                 }
             }
         }
-        scrape.families.extend([tenants, site_up, all_down]);
+        scrape.families.extend([
+            tenants,
+            site_up,
+            all_down,
+            signatures,
+            sig_entries,
+            sig_evictions,
+        ]);
         scrape
     }
 
@@ -937,7 +977,14 @@ impl Collector for Scrape {
         for family in &self.families {
             let mut metric = enc.encode_descriptor(family.name, family.help, None, family.kind)?;
             for (labels, value) in &family.rows {
-                metric.encode_family(labels)?.encode_gauge(value)?;
+                let mut row = metric.encode_family(labels)?;
+                match family.kind {
+                    MetricType::Counter => row.encode_counter::<NoLabelSet, _, u64>(
+                        &u64::try_from(*value).unwrap_or(0),
+                        None,
+                    )?,
+                    _ => row.encode_gauge(value)?,
+                }
             }
         }
         let build = [

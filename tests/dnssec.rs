@@ -73,7 +73,25 @@ fn signed_zones(algorithm: &str) -> (TempDir, String) {
 
 fn serve(zones: TempDir) -> TestServer {
     let dir = zones.0.to_str().unwrap().to_string();
-    TestServer::start(&["--zones", &dir, "--geoip", "geoip/demo.mmdb"]).keeping(zones)
+    TestServer::start(&[
+        "--zones",
+        &dir,
+        "--geoip",
+        "geoip/demo.mmdb",
+        "--admin",
+        "127.0.0.1:0",
+    ])
+    .keeping(zones)
+}
+
+/// One sample of `/metrics` (a line starting with `series`), 0 when absent.
+fn metric(server: &TestServer, series: &str) -> u64 {
+    let (status, body) = http(server.admin.unwrap(), "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A query with EDNS (payload `payload`) and the DO bit.
@@ -179,6 +197,15 @@ fn no_dnssec_records_without_do_and_rrsigs_with_it() {
         );
         assert!(expiration > t + 3 * 86_400, "days of validity left");
     }
+    // A popular answer is signed once: asked again, its RRSIG comes from the cache.
+    let hits = r#"geolb_dnssec_signatures_total{zone="example.test",result="hit"}"#;
+    let misses = r#"geolb_dnssec_signatures_total{zone="example.test",result="miss"}"#;
+    let (hit0, miss0) = (metric(&server, hits), metric(&server, misses));
+    for _ in 0..5 {
+        server.udp(&query_do("static.example.test", RecordType::A, 1232));
+    }
+    assert_eq!(metric(&server, misses), miss0, "no new signature");
+    assert_eq!(metric(&server, hits), hit0 + 5);
     // Negative answers without DO: the SOA only, NXDOMAIN kept.
     let r = server.udp(&query_edns("nope.example.test", RecordType::A, 1232));
     assert_eq!(rcode(&r), ResponseCode::NXDomain);

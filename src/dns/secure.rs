@@ -161,11 +161,19 @@ fn referral_proof(
     Ok(())
 }
 
+static FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Answers that could not be signed, since the start.
+pub fn failures() -> u64 {
+    FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A signing failure (no key active, a key that cannot sign): the query gets SERVFAIL,
 /// and the operator a warning at most once a minute per process.
 pub(crate) fn report_failure(zone: &str, err: &SignError) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static LAST: AtomicU32 = AtomicU32::new(0);
+    FAILURES.fetch_add(1, Ordering::Relaxed);
     let now = crate::dns::secure::unix_now();
     let last = LAST.load(Ordering::Relaxed);
     if now.saturating_sub(last) >= 60
