@@ -172,8 +172,10 @@ impl Signer {
             scratch.build_key(&first.name, rtype, first.ttl, labels);
             let hash = self.hash(&scratch.key);
             let signers = [key_idx as u16];
-            if let Some(mut found) = self.lookup(hash, &scratch.key, &signers, now) {
-                return found.pop().ok_or(SignError::EmptyRrset);
+            if let Some(found) = self.lookup(hash, &scratch.key, &signers, now, |records| {
+                records.first().cloned()
+            }) {
+                return found.ok_or(SignError::EmptyRrset);
             }
             let (inception, expiration) = self.validity(now);
             let rdatas = scratch.sorted_rdatas();
@@ -232,7 +234,7 @@ impl Signer {
             key.extend_from_slice(rdata);
         }
         let hash = self.hash(&key);
-        if let Some(found) = self.lookup(hash, &key, &signer_idxs, now) {
+        if let Some(found) = self.lookup(hash, &key, &signer_idxs, now, <[Record]>::to_vec) {
             return Ok(found);
         }
         let (inception, expiration) = self.validity(now);
@@ -271,12 +273,20 @@ impl Signer {
         &self.shards[(hash >> 32) as usize & (SHARDS - 1)]
     }
 
-    fn lookup(&self, hash: u64, key: &[u8], signers: &[u16], now: u32) -> Option<Vec<Record>> {
+    /// `read` applied to the fresh cached records for `key`, under the shard's lock.
+    fn lookup<T>(
+        &self,
+        hash: u64,
+        key: &[u8],
+        signers: &[u16],
+        now: u32,
+        read: impl FnOnce(&[Record]) -> T,
+    ) -> Option<T> {
         let found = self
             .shard(hash)
             .lock()
             .ok()
-            .and_then(|mut shard| shard.get(hash, key, signers, now));
+            .and_then(|mut shard| shard.get(hash, key, signers, now).map(read));
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -417,14 +427,14 @@ impl Shard {
         }
     }
 
-    fn get(&mut self, hash: u64, key: &[u8], signers: &[u16], now: u32) -> Option<Vec<Record>> {
+    fn get(&mut self, hash: u64, key: &[u8], signers: &[u16], now: u32) -> Option<&[Record]> {
         let slot = *self.index.get(&hash)?;
         let entry = self.slots.get_mut(slot)?;
         if *entry.key != *key || *entry.signers != *signers || !entry.is_fresh(now) {
             return None;
         }
         entry.referenced = true;
-        Some(entry.records.to_vec())
+        Some(&entry.records)
     }
 
     /// Stores `entry`, replacing one with the same hash; returns whether another entry
