@@ -14,7 +14,7 @@ mod signer;
 mod time;
 
 pub use keys::{Key, KeyRole, Timing, ZoneKeys};
-pub use signer::{CacheCounters, Signer, SignerSettings};
+pub use signer::{CacheCounters, PreparedRrset, Signer, SignerSettings};
 pub use time::{format_timestamp, parse_timestamp};
 
 use hickory_proto::rr::RecordType;

@@ -104,7 +104,7 @@ pub(crate) fn check_rrset(records: &[Record]) -> Result<&Record, SignError> {
             && record.ttl == first.ttl
             && same_name(&record.name, &first.name)
     };
-    if records.iter().all(same) {
+    if records.iter().skip(1).all(same) {
         Ok(first)
     } else {
         Err(SignError::MixedRrset)
