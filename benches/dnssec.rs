@@ -2,9 +2,11 @@
 //! the `Signer`'s miss path (key building, signing, cache insert) and its hit path
 //! (key building, lookup, a clone of the cached RRSIG).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use geolb::dnssec::sign::rrsig_record;
@@ -12,6 +14,35 @@ use geolb::dnssec::{Algorithm, Signer, SignerSettings, Timing, ZoneKeys, keygen}
 use hickory_proto::rr::{Name, RData, Record};
 
 const NOW: u32 = 1_796_152_579;
+
+/// Counts allocations so that the bench can print allocations per cache hit.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarding the caller's layout to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` above with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by one call of `f`.
+fn allocations<T>(f: impl FnOnce() -> T) -> usize {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let result = f();
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    drop(result);
+    after - before
+}
 
 fn signer(algorithm: Algorithm) -> Signer {
     let origin = Name::from_str("example.test.").expect("valid name");
@@ -59,10 +90,14 @@ fn sign(c: &mut Criterion) {
             )
         });
         signer.sign(&records, None, NOW).expect("signed");
+        let n = allocations(|| signer.sign(&records, None, NOW));
+        println!("allocations per cache hit, alg {label}: {n}");
         group.bench_function(format!("signer hit/alg {label}"), |b| {
             b.iter(|| signer.sign(black_box(&records), None, NOW))
         });
         let prepared = signer.prepare(&records, None).expect("an RRset");
+        let n = allocations(|| signer.sign_prepared(&prepared, NOW));
+        println!("allocations per prepared cache hit, alg {label}: {n}");
         group.bench_function(format!("signer hit prepared/alg {label}"), |b| {
             b.iter(|| signer.sign_prepared(black_box(&prepared), NOW))
         });

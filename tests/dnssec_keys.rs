@@ -217,7 +217,13 @@ fn bind_successor_key_drives_a_zsk_rollover() {
 
     let keys = ZoneKeys::load(&dir.0, &origin()).unwrap_or_else(|errors| panic!("{errors:#?}"));
     let day = 86_400;
-    let start = keys.keys()[0].timing().created.unwrap();
+    // The last key made: every relative time above was set at or before it.
+    let start = keys
+        .keys()
+        .iter()
+        .filter_map(|key| key.timing().created)
+        .max()
+        .unwrap();
     let zsk_tags = |now: u32| -> Vec<u16> {
         let mut tags: Vec<u16> = keys
             .keys()
