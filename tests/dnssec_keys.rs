@@ -186,6 +186,80 @@ fn bind_keys_load_with_their_timing_and_sign() {
     }
 }
 
+/// docs/dnssec.md's ZSK pre-publish rollover with BIND's own tools: `dnssec-settime`
+/// on the old ZSK, `dnssec-keygen -S` for its successor; the stages then follow the
+/// clock without reloading.
+#[test]
+fn bind_successor_key_drives_a_zsk_rollover() {
+    let (Some(keygen), Some(settime)) = (
+        tool("dnssec-keygen", "bind9-utils"),
+        tool("dnssec-settime", "bind9-utils"),
+    ) else {
+        return;
+    };
+    let dir = TempDir::new("bind-rollover");
+    let keygen_in = |extra: &[&str]| {
+        run(Command::new(&keygen)
+            .args(["-q", "-K"])
+            .arg(&dir.0)
+            .args(extra))
+        .trim()
+        .to_owned()
+    };
+    keygen_in(&["-a", "ECDSAP256SHA256", "-f", "KSK", "example.com."]);
+    let old = keygen_in(&["-a", "ECDSAP256SHA256", "example.com."]);
+    run(Command::new(&settime)
+        .args(["-I", "+10d", "-D", "+12d"])
+        .arg(dir.0.join(&old)));
+    let new = keygen_in(&["-S", &old, "-i", "1d"]);
+    let tag = |base: &str| base[base.len() - 5..].parse::<u16>().unwrap();
+    let (old_tag, new_tag) = (tag(&old), tag(&new));
+
+    let keys = ZoneKeys::load(&dir.0, &origin()).unwrap_or_else(|errors| panic!("{errors:#?}"));
+    let day = 86_400;
+    // The last key made: every relative time above was set at or before it.
+    let start = keys
+        .keys()
+        .iter()
+        .filter_map(|key| key.timing().created)
+        .max()
+        .unwrap();
+    let zsk_tags = |now: u32| -> Vec<u16> {
+        let mut tags: Vec<u16> = keys
+            .keys()
+            .iter()
+            .filter(|key| keys.role(key) == KeyRole::Zsk && key.timing().is_published(now))
+            .map(|key| key.tag())
+            .collect();
+        tags.sort();
+        tags
+    };
+    let both = sorted_tags(old_tag, new_tag);
+    // Stage 1: only the old ZSK, which signs.
+    assert_eq!(zsk_tags(start + day), [old_tag]);
+    assert_eq!(keys.zone_signer(start + day).unwrap().tag(), old_tag);
+    // Stage 2: the successor published a day ahead; the old one still signs.
+    assert_eq!(zsk_tags(start + 9 * day + day / 2), both);
+    assert_eq!(
+        keys.zone_signer(start + 9 * day + day / 2).unwrap().tag(),
+        old_tag
+    );
+    // Stage 3: the successor signs; the old DNSKEY stays for cached signatures.
+    assert_eq!(zsk_tags(start + 11 * day), both);
+    assert_eq!(keys.zone_signer(start + 11 * day).unwrap().tag(), new_tag);
+    // Stage 4: the old DNSKEY is gone.
+    assert_eq!(zsk_tags(start + 13 * day), [new_tag]);
+    for now in [start, start + 10 * day, start + 12 * day, start + 30 * day] {
+        keys.check_signing(now).unwrap();
+    }
+}
+
+fn sorted_tags(a: u16, b: u16) -> Vec<u16> {
+    let mut tags = vec![a, b];
+    tags.sort();
+    tags
+}
+
 #[test]
 fn ldns_keys_load_and_sign() {
     let Some(keygen) = tool("ldns-keygen", "ldnsutils") else {

@@ -172,7 +172,7 @@ impl Key {
         };
         let dnskey = dnskey_rdata(flags, algorithm.number(), public_key);
         Ok(Key {
-            zone: zone.to_lowercase(),
+            zone: fqdn_lowercase(zone),
             algorithm,
             flags,
             tag: key_tag(&dnskey),
@@ -362,7 +362,7 @@ impl ZoneKeys {
     /// Keys built in memory; they must all be of `origin`, and one at least must be a
     /// SEP key (a KSK or CSK, whose DS the parent holds).
     pub fn from_keys(origin: &Name, keys: Vec<Key>) -> Result<ZoneKeys, String> {
-        let origin = origin.to_lowercase();
+        let origin = fqdn_lowercase(origin);
         if let Some(key) = keys.iter().find(|key| key.zone != origin) {
             return Err(format!(
                 "key {} is for zone {}, not {origin}",
@@ -533,6 +533,14 @@ impl ZoneKeys {
             .iter()
             .filter(move |key| key.is_sep() && !key.is_revoked() && key.can_sign(now))
     }
+}
+
+/// `name` lowercased and fully qualified: zone names are absolute, whatever the caller
+/// typed.
+fn fqdn_lowercase(name: &Name) -> Name {
+    let mut name = name.to_lowercase();
+    name.set_fqdn(true);
+    name
 }
 
 struct BaseName<'a> {
@@ -1070,6 +1078,14 @@ mod tests {
                 now: 2200
             }
         );
+    }
+
+    #[test]
+    fn a_relative_origin_is_taken_as_absolute() {
+        let csk = keygen::generate(&name("Example.com"), Algorithm::Ed25519, true, 0).unwrap();
+        let keys = ZoneKeys::from_keys(&name("example.COM"), vec![csk.key]).unwrap();
+        assert_eq!(keys.origin().to_ascii(), "example.com.");
+        assert!(keys.ds_text(0)[0].starts_with("example.com. IN DS "));
     }
 
     #[test]

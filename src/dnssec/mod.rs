@@ -7,6 +7,9 @@
 //! hickory's own DNSSEC features stay off: DNSKEY, RRSIG, NSEC, CDS and CDNSKEY are
 //! built here as bytes and carried as `RData::Unknown`.
 
+// Key files and records reach this module from outside: no unwrap or expect.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod keygen;
 pub mod keys;
 pub mod sign;
@@ -14,7 +17,7 @@ mod signer;
 mod time;
 
 pub use keys::{Key, KeyRole, Timing, ZoneKeys};
-pub use signer::{CacheCounters, Signer, SignerSettings};
+pub use signer::{CacheCounters, PreparedRrset, Signer, SignerSettings};
 pub use time::{format_timestamp, parse_timestamp};
 
 use hickory_proto::rr::RecordType;

@@ -102,13 +102,23 @@ pub(crate) fn check_rrset(records: &[Record]) -> Result<&Record, SignError> {
         record.record_type() == first.record_type()
             && record.dns_class == first.dns_class
             && record.ttl == first.ttl
-            && record.name == first.name
+            && same_name(&record.name, &first.name)
     };
-    if records.iter().all(same) {
+    if records.iter().skip(1).all(same) {
         Ok(first)
     } else {
         Err(SignError::MixedRrset)
     }
+}
+
+/// Names equal ignoring ASCII case, label by label from the left (cheaper than
+/// hickory's `==`, which compares from the right through a reverse label iterator).
+fn same_name(a: &Name, b: &Name) -> bool {
+    a.len() == b.len()
+        && a.num_labels() == b.num_labels()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 /// A record carrying `rdata` as `RData::Unknown`, class IN.

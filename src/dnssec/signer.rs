@@ -151,14 +151,7 @@ impl Signer {
         now: u32,
     ) -> Result<Record, SignError> {
         let first = check_rrset(records)?;
-        let rtype = first.record_type();
-        if matches!(
-            rtype,
-            RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY
-        ) {
-            return Err(SignError::KeySigningRrset(rtype));
-        }
-        let (key_idx, key) = self.keys.zone_signer_entry(now)?;
+        let rtype = zone_signed_type(first.record_type())?;
         let labels = labels.unwrap_or_else(|| first.name.num_labels());
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
@@ -171,26 +164,90 @@ impl Signer {
             }
             scratch.build_key(&first.name, rtype, first.ttl, labels);
             let hash = self.hash(&scratch.key);
-            let signers = [key_idx as u16];
-            if let Some(mut found) = self.lookup(hash, &scratch.key, &signers, now) {
-                return found.pop().ok_or(SignError::EmptyRrset);
-            }
-            let (inception, expiration) = self.validity(now);
-            let rdatas = scratch.sorted_rdatas();
-            let rdata = rrsig_rdata(
-                key,
-                &first.name,
+            let rrset = RrsetRef {
+                owner: &first.name,
                 rtype,
+                ttl: first.ttl,
                 labels,
-                first.ttl,
-                &rdatas,
-                inception,
-                expiration,
-            )?;
-            let rrsig = unknown_record(first.name.clone(), first.ttl, RecordType::RRSIG, rdata);
-            self.insert(hash, &scratch.key, &signers, now, vec![rrsig.clone()]);
-            Ok(rrsig)
+                key: &scratch.key,
+                hash,
+            };
+            self.sign_rrset(&rrset, now)
         })
+    }
+
+    /// One RRset's cache key and content, computed once: for RRsets signed again and
+    /// again (static records), `sign_prepared` then skips encoding, sorting and hashing.
+    pub fn prepare(
+        &self,
+        records: &[Record],
+        labels: Option<u8>,
+    ) -> Result<PreparedRrset, SignError> {
+        let first = check_rrset(records)?;
+        let rtype = zone_signed_type(first.record_type())?;
+        let labels = labels.unwrap_or_else(|| first.name.num_labels());
+        let mut scratch = Scratch::default();
+        for record in records {
+            let start = scratch.rdata.len();
+            canonical_rdata_into(&record.data, &mut scratch.rdata)?;
+            scratch.ranges.push((start, scratch.rdata.len()));
+        }
+        scratch.build_key(&first.name, rtype, first.ttl, labels);
+        Ok(PreparedRrset {
+            signer_id: self.hash_key,
+            hash: self.hash(&scratch.key),
+            key: scratch.key.into(),
+            owner: first.name.clone(),
+            rtype,
+            ttl: first.ttl,
+            labels,
+        })
+    }
+
+    /// `sign` for a prepared RRset.
+    pub fn sign_prepared(&self, prepared: &PreparedRrset, now: u32) -> Result<Record, SignError> {
+        // Prepared by another signer (a reload's): its hash used another key.
+        let hash = if prepared.signer_id == self.hash_key {
+            prepared.hash
+        } else {
+            self.hash(&prepared.key)
+        };
+        let rrset = RrsetRef {
+            owner: &prepared.owner,
+            rtype: prepared.rtype,
+            ttl: prepared.ttl,
+            labels: prepared.labels,
+            key: &prepared.key,
+            hash,
+        };
+        self.sign_rrset(&rrset, now)
+    }
+
+    /// The cached RRSIG for `rrset` if fresh and made by the key that signs at `now`,
+    /// else a new one, cached.
+    fn sign_rrset(&self, rrset: &RrsetRef<'_>, now: u32) -> Result<Record, SignError> {
+        let (key_idx, key) = self.keys.zone_signer_entry(now)?;
+        let signers = [key_idx as u16];
+        if let Some(found) = self.lookup(rrset.hash, rrset.key, &signers, now, |records| {
+            records.first().cloned()
+        }) {
+            return found.ok_or(SignError::EmptyRrset);
+        }
+        let (inception, expiration) = self.validity(now);
+        let rdatas = key_rdatas(rrset.key, rrset.owner);
+        let rdata = rrsig_rdata(
+            key,
+            rrset.owner,
+            rrset.rtype,
+            rrset.labels,
+            rrset.ttl,
+            &rdatas,
+            inception,
+            expiration,
+        )?;
+        let rrsig = unknown_record(rrset.owner.clone(), rrset.ttl, RecordType::RRSIG, rdata);
+        self.insert(rrset.hash, rrset.key, &signers, now, vec![rrsig.clone()]);
+        Ok(rrsig)
     }
 
     /// The apex DNSKEY RRset (every key published at `now`) followed by its RRSIGs, one
@@ -232,7 +289,7 @@ impl Signer {
             key.extend_from_slice(rdata);
         }
         let hash = self.hash(&key);
-        if let Some(found) = self.lookup(hash, &key, &signer_idxs, now) {
+        if let Some(found) = self.lookup(hash, &key, &signer_idxs, now, <[Record]>::to_vec) {
             return Ok(found);
         }
         let (inception, expiration) = self.validity(now);
@@ -271,12 +328,20 @@ impl Signer {
         &self.shards[(hash >> 32) as usize & (SHARDS - 1)]
     }
 
-    fn lookup(&self, hash: u64, key: &[u8], signers: &[u16], now: u32) -> Option<Vec<Record>> {
+    /// `read` applied to the fresh cached records for `key`, under the shard's lock.
+    fn lookup<T>(
+        &self,
+        hash: u64,
+        key: &[u8],
+        signers: &[u16],
+        now: u32,
+        read: impl FnOnce(&[Record]) -> T,
+    ) -> Option<T> {
         let found = self
             .shard(hash)
             .lock()
             .ok()
-            .and_then(|mut shard| shard.get(hash, key, signers, now));
+            .and_then(|mut shard| shard.get(hash, key, signers, now).map(read));
         let counter = if found.is_some() {
             &self.hits
         } else {
@@ -324,6 +389,60 @@ impl Signer {
     }
 }
 
+/// DNSKEY, CDS and CDNSKEY are signed by the key-signing keys, not through `sign`.
+fn zone_signed_type(rtype: RecordType) -> Result<RecordType, SignError> {
+    match rtype {
+        RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY => {
+            Err(SignError::KeySigningRrset(rtype))
+        }
+        rtype => Ok(rtype),
+    }
+}
+
+/// An RRset's content and cache key, without copies.
+struct RrsetRef<'a> {
+    owner: &'a Name,
+    rtype: RecordType,
+    ttl: u32,
+    labels: u8,
+    key: &'a [u8],
+    hash: u64,
+}
+
+/// An RRset ready to be signed again and again (`Signer::prepare`).
+#[derive(Clone, Debug)]
+pub struct PreparedRrset {
+    signer_id: [u64; 2],
+    hash: u64,
+    key: Box<[u8]>,
+    owner: Name,
+    rtype: RecordType,
+    ttl: u32,
+    labels: u8,
+}
+
+/// The sorted canonical rdata back out of a cache key: after the head (owner, type,
+/// TTL, labels), each rdata prefixed with its length.
+fn key_rdatas<'k>(key: &'k [u8], owner: &Name) -> Vec<&'k [u8]> {
+    let head = canonical_name_len(owner) + 2 + 4 + 1;
+    let mut rest = key.get(head..).unwrap_or_default();
+    let mut rdatas = Vec::new();
+    while let Some((len, after)) = rest.split_first_chunk::<2>() {
+        let len = usize::from(u16::from_be_bytes(*len));
+        let Some((rdata, after)) = after.split_at_checked(len) else {
+            break;
+        };
+        rdatas.push(rdata);
+        rest = after;
+    }
+    rdatas
+}
+
+/// The length of `name` in uncompressed wire form.
+fn canonical_name_len(name: &Name) -> usize {
+    name.iter().map(|label| label.len() + 1).sum::<usize>() + 1
+}
+
 /// The cache key's fixed head: owner (canonical), type, TTL, labels.
 fn write_key_head(key: &mut Vec<u8>, owner: &Name, rtype: RecordType, ttl: u32, labels: u8) {
     write_name_lowercase(key, owner);
@@ -366,13 +485,6 @@ impl Scratch {
                 .extend_from_slice(&(bytes.len() as u16).to_be_bytes());
             self.key.extend_from_slice(bytes);
         }
-    }
-
-    fn sorted_rdatas(&self) -> Vec<&[u8]> {
-        self.ranges
-            .iter()
-            .map(|&(start, end)| self.rdata.get(start..end).unwrap_or_default())
-            .collect()
     }
 }
 
@@ -417,14 +529,14 @@ impl Shard {
         }
     }
 
-    fn get(&mut self, hash: u64, key: &[u8], signers: &[u16], now: u32) -> Option<Vec<Record>> {
+    fn get(&mut self, hash: u64, key: &[u8], signers: &[u16], now: u32) -> Option<&[Record]> {
         let slot = *self.index.get(&hash)?;
         let entry = self.slots.get_mut(slot)?;
         if *entry.key != *key || *entry.signers != *signers || !entry.is_fresh(now) {
             return None;
         }
         entry.referenced = true;
-        Some(entry.records.to_vec())
+        Some(&entry.records)
     }
 
     /// Stores `entry`, replacing one with the same hash; returns whether another entry
@@ -627,6 +739,30 @@ mod tests {
         assert_eq!(signer.sign(&records, None, NOW).unwrap(), plain);
         records.reverse();
         assert_eq!(signer.sign(&records, None, NOW).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_prepared_rrset_signs_like_its_records() {
+        let signer = make_signer(100);
+        let records = a_set(
+            "WWW.example.com.",
+            300,
+            &[[198, 51, 100, 7], [192, 0, 2, 1]],
+        );
+        let prepared = signer.prepare(&records, None).unwrap();
+        let made = signer.sign_prepared(&prepared, NOW).unwrap();
+        assert_eq!(signer.sign(&records, None, NOW).unwrap(), made);
+        assert_eq!(signer.counters().hits, 1);
+        // Another signer (a reload's) has its own hash key.
+        let other = make_signer(100);
+        let from_other = other.sign_prepared(&prepared, NOW).unwrap();
+        assert_eq!(other.sign(&records, None, NOW).unwrap(), from_other);
+        assert_eq!(other.counters().hits, 1);
+        let dnskey = signer.sign_dnskey_set(NOW).unwrap();
+        assert_eq!(
+            signer.prepare(&dnskey[..1], None).unwrap_err(),
+            SignError::KeySigningRrset(RecordType::DNSKEY)
+        );
     }
 
     #[test]
