@@ -182,5 +182,110 @@ fn rate_limit(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, query_path, peer_shapes, rate_limit);
+/// A signed zone (`[dnssec]`, a KSK and a ZSK of algorithm 13): the geo+ECS answer with
+/// the DO bit, its RRSIG from the signature cache, on the fast path and on `respond`,
+/// beside the same answer without DO from the same server; and a cache miss, which
+/// signs (the pool answers with a new TTL each time, so no two RRsets are alike).
+fn signed(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for file in ["example.test.toml", "example.tenants.toml"] {
+        std::fs::copy(root.join("zones").join(file), dir.path().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap_or_else(|e| panic!("{e}"));
+    let origin = Name::from_ascii("example.test.").unwrap_or_else(|e| panic!("{e}"));
+    let now = geolb::dns::secure::unix_now();
+    for ksk in [true, false] {
+        geolb::dnssec::keygen::keygen(
+            &keys,
+            &origin,
+            geolb::dnssec::Algorithm::EcdsaP256Sha256,
+            ksk,
+            now - 60,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let zone = dir.path().join("example.test.toml");
+    let mut text = std::fs::read_to_string(&zone).unwrap_or_else(|e| panic!("{e}"));
+    text.push_str("\n[dnssec]\nkeys = \"keys\"\n");
+    std::fs::write(&zone, text).unwrap_or_else(|e| panic!("{e}"));
+    let settings = Settings {
+        zones: vec![dir.path().to_path_buf()],
+        geoip: Some(root.join("geoip/demo.mmdb")),
+        ..Settings::default()
+    };
+    let loaded = app::load(&settings).unwrap_or_else(|e| panic!("{e}"));
+    let snapshot = app::snapshot_all_up(&loaded);
+    let src: IpAddr = [127, 0, 0, 1].into();
+    let unsigned = message("www.example.test.", Some("127.0.1.0/24"));
+    let signed = message_do("www.example.test.", "127.0.1.0/24");
+    let mut out = vec![0u8; usize::from(dns::MAX_UDP_PAYLOAD)];
+    let mut group = c.benchmark_group("signed");
+    for (label, bytes) in [
+        ("geo_a_ecs_no_do", &unsigned),
+        ("geo_a_ecs_do_cached", &signed),
+    ] {
+        // The first answer signs; every later one hits the cache.
+        assert!(
+            fast_respond(&snapshot, bytes, src, &mut out).is_some(),
+            "{label} declined"
+        );
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        assert!(fast_respond(&snapshot, bytes, src, &mut out).is_some());
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        println!("allocations per query, fast path, signed zone, {label}: {allocations}");
+        group.bench_function(format!("fast_{label}"), |b| {
+            b.iter(|| fast_respond(black_box(&snapshot), black_box(bytes), src, &mut out))
+        });
+    }
+    group.bench_function("respond_geo_a_ecs_do_cached", |b| {
+        b.iter(|| {
+            dns::respond(
+                black_box(&snapshot),
+                black_box(&signed),
+                src,
+                Transport::Udp,
+            )
+        })
+    });
+    let signer = snapshot.zones[0]
+        .zone
+        .signer
+        .clone()
+        .unwrap_or_else(|| panic!("not signed"));
+    let owner = b"\x03www\x07example\x04test\x00";
+    let mut ttl: u32 = 0;
+    group.bench_function("cache_miss_one_signature", |b| {
+        b.iter(|| {
+            ttl = ttl.wrapping_add(1);
+            signer.rrsig_wire(
+                owner,
+                RecordType::A,
+                ttl,
+                &[&[192, 0, 2, 10], &[198, 51, 100, 10]],
+                now,
+                |rrsig| rrsig.len(),
+            )
+        })
+    });
+    group.finish();
+}
+
+/// `message` with the DO bit and an ECS option.
+fn message_do(name: &str, subnet: &str) -> Vec<u8> {
+    let mut m = Message::new(4242, MessageType::Query, OpCode::Query);
+    let name = Name::from_ascii(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    m.add_query(Query::query(name, RecordType::A));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    edns.set_dnssec_ok(true);
+    let subnet: ClientSubnet = subnet.parse().unwrap_or_else(|e| panic!("{subnet}: {e:?}"));
+    edns.options_mut().insert(EdnsOption::Subnet(subnet));
+    m.set_edns(edns);
+    m.to_vec().unwrap_or_else(|e| panic!("{e}"))
+}
+
+criterion_group!(benches, query_path, peer_shapes, rate_limit, signed);
 criterion_main!(benches);

@@ -40,6 +40,25 @@ fn load(dir: &Path) -> app::Loaded {
             .replace("{answer}", answer)
             .replace("{extra}", extra);
         let zone = dir.join(format!("{origin}.toml"));
+        // ad.test is signed: DO questions get RRSIGs, on the fast path from the cache.
+        let text = if origin == "ad.test" {
+            let keys = dir.join("keys");
+            std::fs::create_dir_all(&keys).unwrap();
+            let name = hickory_proto::rr::Name::from_ascii(origin).unwrap();
+            for ksk in [true, false] {
+                geolb::dnssec::keygen::keygen(
+                    &keys,
+                    &name,
+                    geolb::dnssec::Algorithm::EcdsaP256Sha256,
+                    ksk,
+                    1_700_000_000,
+                )
+                .unwrap();
+            }
+            format!("{text}[dnssec]\nkeys = \"keys\"\n")
+        } else {
+            text
+        };
         std::fs::write(&zone, text).unwrap();
         std::fs::write(
             dir.join(format!("{origin}.tenants")),
@@ -547,6 +566,9 @@ fn fast_path_answers_the_common_shapes() {
         ("nobody.tenant.cn.test", 1, None),
         ("acme.tenant.ad.test", 1, Some((false, ecs_v4))),
         ("stranger.tenant.ad.test", 28, None),
+        ("acme.tenant.ad.test", 1, Some((true, ecs_v4))),
+        ("Stranger.tenant.AD.test", 1, Some((true, &[]))),
+        ("s2.shard.ad.test", 1, Some((true, cookie))),
         ("x.apps.example.test", 1, None),
         ("Any.Wild.core.test", 1, Some((false, &[]))),
         ("deeper.any.wild.core.test", 28, None),

@@ -39,6 +39,7 @@ const TYPE_CNAME: u16 = 5;
 const TYPE_SOA: u16 = 6;
 const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
+const TYPE_RRSIG: u16 = 46;
 const CLASS_IN: u16 = 1;
 const RCODE_NXDOMAIN: u8 = 3;
 const RCODE_REFUSED: u8 = 5;
@@ -95,14 +96,13 @@ pub fn fast_respond_noted(
     w.u16(question.qtype)?;
     w.u16(CLASS_IN)?;
     let outcome = match snapshot.find_zone_at(key) {
-        // A signed zone's answers to DO queries carry signatures: the reference path
-        // (`super::secure`) writes them.
-        Some((_, zone))
-            if zone.zone.signer.is_some() && question.edns.is_some_and(|e| e.dnssec_ok) =>
-        {
-            return None;
-        }
         Some((idx, zone)) => {
+            // A signed zone's answer to a DO query carries its RRSIG.
+            let signer = match &zone.zone.signer {
+                Some(signer) if question.edns.is_some_and(|e| e.dnssec_ok) => Some(signer),
+                _ => None,
+            };
+            let answer_start = w.pos;
             let at = Answering {
                 snapshot,
                 zone,
@@ -112,7 +112,11 @@ pub fn fast_respond_noted(
                 scope: 0,
                 note,
             };
-            answer(at, &question, key, &mut w)?
+            let outcome = answer(at, &question, key, &mut w)?;
+            if let Some(signer) = signer {
+                sign_answer(signer, &mut w, answer_start, key, &outcome)?;
+            }
+            outcome
         }
         // Not ours: REFUSED, not authoritative, nothing but the question (and OPT).
         None => Outcome {
@@ -130,6 +134,78 @@ pub fn fast_respond_noted(
     note.rcode = u16::from(outcome.rcode);
     note.ecs = client.ecs.is_some();
     Some(len)
+}
+
+/// The most addresses of one RRset the fast path signs.
+const MAX_SIGNED: usize = 16;
+
+/// Adds the RRSIG over the answer just written from `start`, for a DO query to a signed
+/// zone, from the zone's signature cache (signing on a miss): the common shape only,
+/// one A or AAAA RRset at the question's name (a pool's, a tenant's or a static one,
+/// also through a wildcard: signed at the name asked, as `super::secure` signs it).
+/// Anything else (negative answers with their denial, CNAME chains) declines, and
+/// `respond` answers with `super::secure`.
+fn sign_answer(
+    signer: &crate::dnssec::Signer,
+    w: &mut Writer<'_>,
+    start: usize,
+    key: &[u8],
+    outcome: &Outcome,
+) -> Option<()> {
+    if outcome.rcode != 0 || w.authority != 0 || w.answers == 0 {
+        return None;
+    }
+    let count = usize::from(w.answers);
+    if count > MAX_SIGNED {
+        return None;
+    }
+    // Read the records back: each must be owned by the question's name (a pointer to
+    // offset 12), of one type and TTL, with an address for data.
+    let mut addrs = [[0u8; 16]; MAX_SIGNED];
+    let mut len = 0usize;
+    let mut shape: Option<(u16, u32)> = None;
+    let mut pos = start;
+    for slot in addrs.iter_mut().take(count) {
+        let head = w.buf.get(pos..pos + 12)?;
+        let rtype = u16::from_be_bytes([head[2], head[3]]);
+        let ttl = u32::from_be_bytes([head[6], head[7], head[8], head[9]]);
+        let rdlen = usize::from(u16::from_be_bytes([head[10], head[11]]));
+        if head[..2] != [0xc0, 0x0c]
+            || u16::from_be_bytes([head[4], head[5]]) != CLASS_IN
+            || shape.is_some_and(|s| s != (rtype, ttl))
+        {
+            return None;
+        }
+        let want = match rtype {
+            TYPE_A => 4,
+            TYPE_AAAA => 16,
+            _ => return None,
+        };
+        if rdlen != want {
+            return None;
+        }
+        shape = Some((rtype, ttl));
+        len = rdlen;
+        slot.get_mut(..rdlen)?
+            .copy_from_slice(w.buf.get(pos + 12..pos + 12 + rdlen)?);
+        pos += 12 + rdlen;
+    }
+    let (rtype, ttl) = shape?;
+    let mut rdatas: [&[u8]; MAX_SIGNED] = [&[]; MAX_SIGNED];
+    for (rdata, addr) in rdatas.iter_mut().zip(addrs.iter()).take(count) {
+        *rdata = addr.get(..len)?;
+    }
+    let now = super::secure::unix_now();
+    signer
+        .rrsig_wire(
+            key,
+            RecordType::from(rtype),
+            ttl,
+            rdatas.get(..count)?,
+            now,
+            |rrsig| w.rrsig(ttl, rrsig),
+        )
+        .ok()?
 }
 
 /// The header, once the sections are written and counted.
@@ -752,6 +828,22 @@ impl<'o> Writer<'o> {
             Rdata::Name(name) => self.name(Labels::Name(name.iter()))?,
         }
         self.patch_len(len_at)?;
+        self.answers = self.answers.checked_add(1)?;
+        Some(())
+    }
+
+    /// An RRSIG at the question's name (a pointer to it) with its data as given.
+    fn rrsig(&mut self, ttl: u32, rdata: &[u8]) -> Option<()> {
+        if !self.question_at_12 || self.n_names >= MAX_NAMES {
+            return None;
+        }
+        self.n_names += 1;
+        self.u16(0xc00c)?;
+        self.u16(TYPE_RRSIG)?;
+        self.u16(CLASS_IN)?;
+        self.u32(ttl)?;
+        self.u16(u16::try_from(rdata.len()).ok()?)?;
+        self.put(rdata)?;
         self.answers = self.answers.checked_add(1)?;
         Some(())
     }

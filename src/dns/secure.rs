@@ -94,7 +94,10 @@ fn signed(records: Vec<Record>, signer: &Signer, now: u32) -> Result<Vec<Record>
                 );
             }
             _ => {
-                let sig = signer.sign(out.get(start..).unwrap_or_default(), None, now)?;
+                let mut sig = signer.sign(out.get(start..).unwrap_or_default(), None, now)?;
+                // A cached signature carries the owner as first asked; this answer's
+                // spelling compresses with the question.
+                sig.name = first.name.clone();
                 out.push(sig);
             }
         }
@@ -126,7 +129,8 @@ fn nsec(
         nsec_rdata(&next, &types),
     );
     let set = [record];
-    let sig = signer.sign(&set, None, now)?;
+    let mut sig = signer.sign(&set, None, now)?;
+    sig.name = owner.clone();
     let [record] = set;
     Ok(vec![record, sig])
 }

@@ -20,7 +20,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::SignError;
@@ -173,6 +173,63 @@ impl Signer {
                 hash,
             };
             self.sign_rrset(&rrset, now)
+        })
+    }
+
+    /// `sign` for an RRset in wire form, for the UDP fast path: `owner` is the owner's
+    /// lower-case wire name (with the root label), `rdatas` each record's canonical rdata
+    /// (for A and AAAA, the address), and the labels field the owner's own count. `write`
+    /// gets the RRSIG's rdata (on a hit, under the cache shard's lock, so nothing is
+    /// copied or allocated). The cache is the one `sign` uses, under the same keys: a
+    /// signature either path made serves the other.
+    pub fn rrsig_wire<T>(
+        &self,
+        owner: &[u8],
+        rtype: RecordType,
+        ttl: u32,
+        rdatas: &[&[u8]],
+        now: u32,
+        write: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T, SignError> {
+        let rtype = zone_signed_type(rtype)?;
+        if rdatas.is_empty() {
+            return Err(SignError::EmptyRrset);
+        }
+        let labels = wire_labels(owner).ok_or(SignError::MixedRrset)?;
+        let (key_idx, key) = self.keys.zone_signer_entry(now)?;
+        let signers = [key_idx as u16];
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let scratch = &mut *scratch;
+            scratch.clear();
+            for rdata in rdatas {
+                let start = scratch.rdata.len();
+                scratch.rdata.extend_from_slice(rdata);
+                scratch.ranges.push((start, scratch.rdata.len()));
+            }
+            scratch.build_key_wire(owner, rtype, ttl, labels);
+            let hash = self.hash(&scratch.key);
+            let mut write = Some(write);
+            let found = self.lookup(hash, &scratch.key, &signers, now, |records| {
+                let rdata = match records.first().map(|r| &r.data) {
+                    Some(RData::Unknown { rdata, .. }) => Some(rdata.anything.as_slice()),
+                    _ => None,
+                };
+                rdata.and_then(|rdata| write.take().map(|write| write(rdata)))
+            });
+            if let Some(written) = found.flatten() {
+                return Ok(written);
+            }
+            let name = Name::from_labels(WireLabels(owner)).map_err(|_| SignError::MixedRrset)?;
+            let (inception, expiration) = self.validity(now);
+            let sorted = key_rdatas(&scratch.key, &name);
+            let rdata = rrsig_rdata(
+                key, &name, rtype, labels, ttl, &sorted, inception, expiration,
+            )?;
+            let written = write.take().map(|write| write(&rdata));
+            let rrsig = unknown_record(name, ttl, RecordType::RRSIG, rdata);
+            self.insert(hash, &scratch.key, &signers, now, vec![rrsig]);
+            written.ok_or(SignError::EmptyRrset)
         })
     }
 
@@ -471,6 +528,24 @@ impl Scratch {
         self.key.clear();
     }
 
+    /// `build_key` for an owner already in lower-case wire form.
+    fn build_key_wire(&mut self, owner: &[u8], rtype: RecordType, ttl: u32, labels: u8) {
+        let rdata = &self.rdata;
+        let slice = |&(start, end): &(usize, usize)| rdata.get(start..end).unwrap_or_default();
+        self.ranges.sort_unstable_by(|a, b| slice(a).cmp(slice(b)));
+        self.ranges.dedup_by(|a, b| slice(a) == slice(b));
+        self.key.extend_from_slice(owner);
+        self.key.extend_from_slice(&u16::from(rtype).to_be_bytes());
+        self.key.extend_from_slice(&ttl.to_be_bytes());
+        self.key.push(labels);
+        for range in &self.ranges {
+            let bytes = slice(range);
+            self.key
+                .extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            self.key.extend_from_slice(bytes);
+        }
+    }
+
     /// The head, then the rdata in canonical order without duplicates, each prefixed
     /// with its length so that two sets never make the same key.
     fn build_key(&mut self, owner: &Name, rtype: RecordType, ttl: u32, labels: u8) {
@@ -598,6 +673,43 @@ impl Hasher for IdentityHasher {
     }
 }
 
+/// The RRSIG labels field of a wire name: its labels without the root, nor a leading
+/// `*` (RFC 4034 section 3.1.3), as `Name::num_labels` counts; `None` unless it is one
+/// well-formed name ending at the root.
+fn wire_labels(name: &[u8]) -> Option<u8> {
+    let mut pos = 0;
+    let mut labels: u8 = 0;
+    loop {
+        let len = usize::from(*name.get(pos)?);
+        if len == 0 {
+            let wildcard = name.get(..2) == Some(b"\x01*");
+            return (pos + 1 == name.len()).then_some(labels - u8::from(wildcard));
+        }
+        if len > 63 {
+            return None;
+        }
+        labels = labels.checked_add(1)?;
+        pos += 1 + len;
+    }
+}
+
+/// The labels of a wire name, for `Name::from_labels`.
+struct WireLabels<'a>(&'a [u8]);
+
+impl<'a> Iterator for WireLabels<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (&len, rest) = self.0.split_first()?;
+        let label = rest.get(..usize::from(len))?;
+        if label.is_empty() {
+            return None;
+        }
+        self.0 = rest.get(usize::from(len)..)?;
+        Some(label)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,6 +772,49 @@ mod tests {
             u32_at(12),
             u16::from_be_bytes([b[16], b[17]]),
         )
+    }
+
+    #[test]
+    fn wire_rrsets_share_the_cache_with_records_and_sign_alike() {
+        let signer = make_signer(1000);
+        let owner = b"\x03www\x07example\x03com\x00";
+        let addrs: [&[u8]; 2] = [&[192, 0, 2, 2], &[192, 0, 2, 1]];
+        // Made by the wire path first: the record path then hits it.
+        let wire = signer
+            .rrsig_wire(owner, RecordType::A, 300, &addrs, NOW, <[u8]>::to_vec)
+            .unwrap();
+        let counters = signer.counters();
+        assert_eq!((counters.hits, counters.misses), (0, 1));
+        let set = a_set("WWW.example.com.", 300, &[[192, 0, 2, 1], [192, 0, 2, 2]]);
+        let record = signer.sign(&set, None, NOW + 10).unwrap();
+        let RData::Unknown { rdata, .. } = &record.data else {
+            panic!("{record:?}");
+        };
+        assert_eq!(rdata.anything, wire);
+        assert_eq!(signer.counters().hits, 1);
+        assert_eq!(fields(&record).1, 3, "labels");
+        // And the other way round, for another set.
+        let other = a_set("api.example.com.", 60, &[[192, 0, 2, 9]]);
+        let by_record = signer.sign(&other, None, NOW).unwrap();
+        let by_wire = signer
+            .rrsig_wire(
+                b"\x03api\x07example\x03com\x00",
+                RecordType::A,
+                60,
+                &[&[192, 0, 2, 9]],
+                NOW,
+                <[u8]>::to_vec,
+            )
+            .unwrap();
+        let RData::Unknown { rdata, .. } = &by_record.data else {
+            panic!("{by_record:?}");
+        };
+        assert_eq!(rdata.anything, by_wire);
+        assert_eq!(signer.counters().hits, 2);
+        // A wildcard's own name: the `*` label is not counted (RFC 4034 section 3.1.3).
+        assert_eq!(wire_labels(b"\x01*\x07example\x03com\x00"), Some(2));
+        assert_eq!(wire_labels(b"\x07example\x03com"), None, "no root");
+        assert_eq!(wire_labels(b"\x07example\x00\x00"), None, "trailing bytes");
     }
 
     #[test]
