@@ -18,6 +18,8 @@
 #   PEERS= GEOLB_CMD=... GEOLB2_CMD=... benches/peers/run.sh
 #                                         # only the given commands (no peer servers needed)
 #   QUICK=1 benches/peers/run.sh          # ~2 minutes (~2.5 with GEOLB_CMD)
+#   DNSSEC=1 GEOLB_CMD='target/release/geolb serve --config benches/peers/conf/geolb/bench_dnssec.toml --listen 127.0.0.1:5310' \
+#       benches/peers/run.sh            # signed: pdns, knot, knot_geo and geolb; queries carry DO
 #   GEOLB_CMD='target/release/geolb serve --config benches/peers/conf/geolb/bench.toml --listen 127.0.0.1:5310' \
 #       benches/peers/run.sh            # add geolb to the same interleaved run
 #   ECHO_CMD='target/release/examples/udp_echo 127.0.0.1:5306' \
@@ -25,11 +27,27 @@
 #
 # Environment (defaults in brackets):
 #   QUICK=1            short runs: DURATION=3, no failover check
+#   DNSSEC=1           every participant serves example.test signed and every query (the
+#                      checks' and dnsperf's, `dnsperf -D`) carries the DO bit: PowerDNS
+#                      signs with a key made by `pdnsutil secure-zone`, knot with
+#                      mod-onlinesign, geolb with the [dnssec] zone of bench_dnssec.toml
+#                      (keys made with `geolb dnssec keygen` in GEOLB_KEYS when there are
+#                      none). gdnsd and nsd cannot sign dynamic answers: not allowed here.
+#                      Before the load, each participant's DO answers must carry RRSIGs (and
+#                      validate with delv, when installed), else the run stops.
+#   DNSSEC_UNSIGNED    participants that serve unsigned zones in a DNSSEC=1 run (they get the
+#                      same DO queries; the check asserts they answer without RRSIGs), e.g.
+#                      GEOLB_NAME=geolb_unsigned ... DNSSEC_UNSIGNED=geolb_unsigned [empty]
+#   GEOLB_KEYS         where DNSSEC=1 makes geolb's keys [conf/geolb/dnssec/keys]
+#   GEOLB_BIN          the geolb binary that makes them [the first word of GEOLB_CMD when it
+#                      names geolb, else target/release/geolb]
 #   DURATION           seconds per dnsperf run [10; 3 with QUICK]
 #   REPEATS            interleaved repeats per (query, peer) [3]
-#   PEERS              peers to run [gdnsd pdns knot nsd]; also available:
-#                      pdns_fresh (PowerDNS with enable-lua-records=yes, i.e. a new
-#                      Lua state per query instead of one shared state)
+#   PEERS              peers to run [gdnsd pdns knot nsd; pdns knot knot_geo with DNSSEC=1];
+#                      also available: pdns_fresh (PowerDNS with enable-lua-records=yes, i.e.
+#                      a new Lua state per query instead of one shared state), knot_geo (knot
+#                      with mod-geoip: www by continent and country, no health checks; needs
+#                      knot-module-geoip)
 #   QUERIES            query sets [static geo geo_ecs]:
 #                        static  = static.example.test A
 #                        geo     = www.example.test A, no ECS (source 127.0.0.1: not in the DB)
@@ -41,7 +59,8 @@
 #                      (taskset lists: SERVER_CPU=0,1 CLIENT_CPU=0,1 leaves both unpinned)
 #   THREADS            UDP threads of gdnsd, knot, nsd (processes) and pdns (receivers) [1];
 #                      give geolb as many with udp_sockets (conf/geolb/bench2.toml has 2)
-#   BASE_PORT          first DNS port [5301]: gdnsd +0, pdns +1, knot +2, nsd +3, pdns_fresh +4
+#   BASE_PORT          first DNS port [5301]: gdnsd +0, pdns +1, knot +2, nsd +3, pdns_fresh +4,
+#                      knot_geo +5
 #   HC_PORT            HTTP health-check port on 127.0.2.1-4 [18080]
 #   GEOLB_CMD          extra server command line; it must serve example.test as
 #                      described in README.md and listen on 127.0.0.1:PORT
@@ -74,7 +93,13 @@ else
   FAILOVER_CHECK=${FAILOVER_CHECK:-1}
 fi
 REPEATS=${REPEATS:-3}
-PEERS=${PEERS-"gdnsd pdns knot nsd"}
+DNSSEC=${DNSSEC:-0}
+DNSSEC_UNSIGNED=${DNSSEC_UNSIGNED:-}
+if [[ $DNSSEC == 1 ]]; then
+  PEERS=${PEERS-"pdns knot knot_geo"}
+else
+  PEERS=${PEERS-"gdnsd pdns knot nsd"}
+fi
 QUERIES=${QUERIES:-"static geo geo_ecs"}
 ECS=${ECS:-89.160.20.112/28}
 CLIENTS=${CLIENTS:-4}
@@ -92,6 +117,21 @@ GEOLB2_NAME=${GEOLB2_NAME:-geolb2}
 ECHO_CMD=${ECHO_CMD:-}
 GEOIP_DIR=${GEOIP_DIR:-$HERE/../../tests/data/geoip}
 GEOIP_DIR=$(cd "$GEOIP_DIR" && pwd)
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+if [[ $DNSSEC == 1 ]]; then
+  for p in $PEERS; do
+    case $p in
+      gdnsd) die "DNSSEC=1: gdnsd has no DNSSEC, so it takes no part in signed runs; leave it out of PEERS" ;;
+      nsd) die "DNSSEC=1: NSD serves only zones signed beforehand, which cannot hold a per-client answer, so it takes no part in signed runs; leave it out of PEERS" ;;
+    esac
+  done
+  [[ -z $ECHO_CMD ]] || die "DNSSEC=1: the echo floor answers nothing and signs nothing; leave ECHO_CMD out"
+elif [[ $DNSSEC != 0 ]]; then
+  die "DNSSEC must be 0 or 1"
+fi
+
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/peers.XXXXXX)}
 mkdir -p "$OUT_DIR"
 WORK=$OUT_DIR/work
@@ -110,12 +150,12 @@ EXPECTED_SITES=(gb gb se us asia asia asia asia)
 declare -A SITE_ADDR=([us]=127.0.2.1 [gb]=127.0.2.2 [asia]=127.0.2.3 [se]=127.0.2.4)
 declare -A ADDR_SITE=([127.0.2.1]=us [127.0.2.2]=gb [127.0.2.3]=asia [127.0.2.4]=se)
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-declare -A PEER_TOOL=([gdnsd]=gdnsd [pdns]=pdns_server [pdns_fresh]=pdns_server [knot]=knotd [nsd]=nsd)
+declare -A PEER_TOOL=([gdnsd]=gdnsd [pdns]=pdns_server [pdns_fresh]=pdns_server [knot]=knotd [knot_geo]=knotd [nsd]=nsd)
 tools=(dnsperf dig taskset timeout python3)
 for p in $PEERS; do tools+=("${PEER_TOOL[$p]:-}"); done
+if [[ $DNSSEC == 1 ]]; then
+  for p in $PEERS; do [[ $p == pdns* ]] && tools+=(pdnsutil); done
+fi
 for tool in "${tools[@]}"; do
   [[ -n $tool ]] || continue
   command -v "$tool" >/dev/null 2>&1 || die "missing tool: $tool"
@@ -125,11 +165,11 @@ done
 # ---- port plan --------------------------------------------------------------
 declare -A PORT=(
   [gdnsd]=$BASE_PORT [pdns]=$((BASE_PORT + 1)) [knot]=$((BASE_PORT + 2))
-  [nsd]=$((BASE_PORT + 3)) [pdns_fresh]=$((BASE_PORT + 4))
+  [nsd]=$((BASE_PORT + 3)) [pdns_fresh]=$((BASE_PORT + 4)) [knot_geo]=$((BASE_PORT + 5))
 )
 ALL_PEERS=()
 for p in $PEERS; do
-  [[ -n ${PORT[$p]:-} ]] || die "unknown peer '$p' (known: gdnsd pdns pdns_fresh knot nsd)"
+  [[ -n ${PORT[$p]:-} ]] || die "unknown peer '$p' (known: gdnsd pdns pdns_fresh knot knot_geo nsd)"
   ALL_PEERS+=("$p")
 done
 if [[ -n $GEOLB_CMD ]]; then
@@ -203,6 +243,23 @@ render() {  # template output port peer-dir
 mkdir -p "$WORK/zones"
 cp "$HERE/conf/zones/example.test.zone" "$WORK/zones/"
 
+# geolb's keys for conf/geolb/bench_dnssec.toml: a KSK and a ZSK (ECDSA P-256), made once
+# and kept (the zone's [dnssec] keys = "keys" names this directory).
+GEOLB_KEYS=${GEOLB_KEYS:-$HERE/conf/geolb/dnssec/keys}
+if [[ $DNSSEC == 1 && -n $GEOLB_CMD$GEOLB2_CMD ]] &&
+   ! compgen -G "$GEOLB_KEYS/Kexample.test.+*.private" >/dev/null; then
+  if [[ -z ${GEOLB_BIN:-} ]]; then
+    first=$(awk '{print $1}' <<<"${GEOLB_CMD:-$GEOLB2_CMD}")
+    if [[ $(basename "$first") == geolb && -x $first ]]; then GEOLB_BIN=$first; else GEOLB_BIN=target/release/geolb; fi
+  fi
+  [[ -x $GEOLB_BIN ]] || die "DNSSEC=1: no geolb binary at $GEOLB_BIN to make keys with (set GEOLB_BIN)"
+  mkdir -p "$GEOLB_KEYS"
+  "$GEOLB_BIN" dnssec keygen example.test --dir "$GEOLB_KEYS" --ksk >/dev/null &&
+    "$GEOLB_BIN" dnssec keygen example.test --dir "$GEOLB_KEYS" >/dev/null ||
+    die "DNSSEC=1: $GEOLB_BIN dnssec keygen failed"
+  log "geolb keys for example.test made in $GEOLB_KEYS"
+fi
+
 start_peer() {  # peer
   local p=$1 port=${PORT[$1]} d=$WORK/$1
   mkdir -p "$d"
@@ -219,10 +276,36 @@ start_peer() {  # peer
       for f in pdns.conf named.conf geo-zones.yaml example.test.zone; do
         LUAMODE=$mode render "$HERE/conf/pdns/$f" "$d/$f" "$port" "$d"
       done
+      if [[ $DNSSEC == 1 ]]; then
+        # The bind backend keeps keys and DNSSEC metadata in an sqlite3 file; the zone
+        # gets one ECDSA P-256 CSK (pdnsutil's default) and NSEC; PowerDNS signs every
+        # answer, LUA ones included, when it is sent.
+        echo "bind-dnssec-db=$d/bind-dnssec.db" >> "$d/pdns.conf"
+        rm -f "$d/bind-dnssec.db"
+        pdnsutil --config-dir="$d" create-bind-db "$d/bind-dnssec.db" >>"$d/pdnsutil.log" 2>&1 &&
+          pdnsutil --config-dir="$d" secure-zone example.test >>"$d/pdnsutil.log" 2>&1 ||
+          { cat "$d/pdnsutil.log" >&2; die "$p: pdnsutil could not secure example.test (see $d/pdnsutil.log)"; }
+      fi
       cmd=(pdns_server --config-dir="$d") ;;
     knot)
       render "$HERE/conf/knot/knot.conf" "$d/knot.conf" "$port" "$d"
+      if [[ $DNSSEC == 1 ]]; then
+        # mod-onlinesign with the default policy: knot makes an ECDSA P-256 key in its
+        # KASP database (under storage) and signs each answer as it is sent.
+        echo "    module: mod-onlinesign" >> "$d/knot.conf"
+      fi
       cmd=(knotd -c "$d/knot.conf") ;;
+    knot_geo)
+      for f in knot-geo.conf geo.yaml example.test.zone; do
+        render "$HERE/conf/knot/$f" "$d/$f" "$port" "$d"
+      done
+      compgen -G "/usr/lib/*/knot/modules-*/geoip.so" >/dev/null ||
+        die "knot_geo needs knot's geoip module (Debian: apt-get install knot-module-geoip)"
+      if [[ $DNSSEC == 1 ]]; then
+        # mod-onlinesign after mod-geoip: the answer the geoip module picks is signed as sent
+        echo "    module: mod-onlinesign" >> "$d/knot-geo.conf"
+      fi
+      cmd=(knotd -c "$d/knot-geo.conf") ;;
     nsd)
       render "$HERE/conf/nsd/nsd.conf" "$d/nsd.conf" "$port" "$d"
       cmd=(nsd -d -c "$d/nsd.conf") ;;
@@ -275,6 +358,7 @@ wait_answer() {  # peer subnet wanted-site seconds: poll until the answer matche
 }
 
 is_geo_peer() { [[ $1 != knot && $1 != nsd && $1 != echo ]]; }
+is_checked_peer() { is_geo_peer "$1" && [[ $1 != knot_geo ]]; }  # has health checks
 
 # ---- start ------------------------------------------------------------------
 log "output: $OUT_DIR (servers on core $SERVER_CPU, dnsperf on core $CLIENT_CPU)"
@@ -333,7 +417,7 @@ if [[ $FAILOVER_CHECK == 1 ]]; then
   echo | tee -a "$CHECKS"
   echo "Failover: SE backend (127.0.2.4:$HC_PORT) stopped; client 89.160.20.112/28 should move to gb, then back." | tee -a "$CHECKS"
   since() { python3 -c "import sys; print('%.1f' % (float(sys.argv[1]) - float(sys.argv[2])))" "$EPOCHREALTIME" "$1"; }
-  geo_peers=(); for p in "${ALL_PEERS[@]}"; do is_geo_peer "$p" && geo_peers+=("$p"); done
+  geo_peers=(); for p in "${ALL_PEERS[@]}"; do is_checked_peer "$p" && geo_peers+=("$p"); done
   # poll all geo peers together until each answers the wanted site (deadline 30 s)
   watch_switch() {  # wanted-site t0 -> lines "peer answer time"
     local want=$1 t0=$2 deadline=$((SECONDS + 30)) p got
@@ -357,13 +441,100 @@ if [[ $FAILOVER_CHECK == 1 ]]; then
   done
 fi
 
+# ---- DNSSEC -----------------------------------------------------------------
+is_unsigned() { [[ " $DNSSEC_UNSIGNED " == *" $1 "* ]]; }
+
+do_answer() {  # peer name [subnet] -> "A+RRSIG" style summary of the answer section
+  local p=$1 name=$2 subnet=${3:-}
+  local -a opt=()
+  [[ -n $subnet ]] && opt=(+subnet="$subnet")
+  dig +dnssec +norec +time=2 +tries=1 @127.0.0.1 -p "${PORT[$p]}" "$name" A "${opt[@]}" 2>/dev/null |
+    awk '/^;; ->>HEADER<</ { for (i = 1; i <= NF; i++) if ($i == "status:") st = $(i + 1) }
+         /^;; ANSWER SECTION:/ { sec = 1; next } /^$/ { sec = 0 }
+         sec && $4 == "A" { a++ } sec && $4 == "RRSIG" && $5 == "A" { s++; alg = $6 }
+         END { sub(",", "", st); printf "%s %dA", st, a; if (s) printf "+RRSIG(alg %s)", alg; print "" }' || true
+}
+
+denial() {  # peer -> rcode and authority types for a name that does not exist
+  dig +dnssec +norec +time=2 +tries=1 @127.0.0.1 -p "${PORT[$1]}" nx.example.test A 2>/dev/null |
+    awk '/^;; ->>HEADER<</ { for (i = 1; i <= NF; i++) if ($i == "status:") st = $(i + 1) }
+         /^;; AUTHORITY SECTION:/ { sec = 1; next } /^$/ { sec = 0 }
+         sec { t = $4; if (t == "RRSIG") t = "RRSIG(" $5 ")"; types = types (types ? "+" : "") t }
+         END { sub(",", "", st); print st, (types ? types : "-") }' || true
+}
+
+validate() {  # peer name -> delv's first line, with the served KSK as trust anchor
+  # (delv sends no ECS option: the answers it validates are those for 127.0.0.1)
+  local p=$1 name=$2 ta=$WORK/$1.anchor
+  if [[ ! -s $ta ]]; then
+    dig +short +norec +time=2 +tries=1 @127.0.0.1 -p "${PORT[$p]}" example.test DNSKEY 2>/dev/null |
+      awk '$1 == 257 { k = ""; for (i = 4; i <= NF; i++) k = k $i
+                       printf "trust-anchors { example.test. static-key 257 %s %s \"%s\"; };\n", $2, $3, k }' \
+      > "$ta" || true
+  fi
+  [[ -s $ta ]] || { echo "no KSK in the DNSKEY set"; return 0; }
+  { delv @127.0.0.1 -p "${PORT[$p]}" -a "$ta" +root=example.test "$name" A 2>&1 || true; } | head -n1
+}
+
+if [[ $DNSSEC == 1 ]]; then
+  have_delv=0; command -v delv >/dev/null 2>&1 && have_delv=1
+  (( have_delv )) || log "warning: delv not installed (bind9-dnsutils): signatures are not validated"
+  do_fail=()
+  {  # a group, not a subshell: do_fail collects the failures
+    echo
+    echo "DNSSEC: answers to DO queries (dig +dnssec): rcode, A records and the RRSIG over them;"
+    echo "'validated' = delv, with the KSK the server publishes as trust anchor, says fully validated"
+    echo "(delv sends no ECS: the ECS row checks that the RRSIG is there, not that it validates)."
+    echo
+    printf '| question | expected |'; for p in "${ALL_PEERS[@]}"; do printf ' %s |' "$p"; done; echo
+    printf '|---|---|'; for _ in "${ALL_PEERS[@]}"; do printf -- '---|'; done; echo
+    for row in "static.example.test|" "www.example.test|" "www.example.test|$ECS"; do
+      name=${row%%|*}; subnet=${row#*|}; what="$name A${subnet:+ (ECS $subnet)}"
+      printf '| %s | A + RRSIG |' "$what"
+      for p in "${ALL_PEERS[@]}"; do
+        got=$(do_answer "$p" "$name" "$subnet")
+        if is_unsigned "$p"; then
+          [[ $got == "NOERROR "[1-9]*A ]] ||
+            do_fail+=("$p: $what answered '$got', wanted A records without RRSIG (DNSSEC_UNSIGNED)")
+          got+=" (unsigned)"
+        elif [[ $got != "NOERROR "[1-9]*"A+RRSIG"* ]]; then
+          do_fail+=("$p: $what answered '$got' to a DO query: no RRSIG over the A records")
+        elif (( have_delv )) && [[ -z $subnet ]]; then
+          v=$(validate "$p" "$name")
+          if [[ $v == "; fully validated" ]]; then
+            got+=", validated"
+          else
+            do_fail+=("$p: $what does not validate: $v"); got+=", delv: $v"
+          fi
+        fi
+        printf ' %s |' "$got"
+      done
+      echo
+    done
+    printf '| nx.example.test A | denial |'
+    for p in "${ALL_PEERS[@]}"; do printf ' %s |' "$(denial "$p")"; done; echo
+    printf '| reply size, www A (ECS %s) | bytes |' "$ECS"
+    for p in "${ALL_PEERS[@]}"; do
+      printf ' %s |' "$(dig +dnssec +norec +time=2 +tries=1 @127.0.0.1 -p "${PORT[$p]}" www.example.test A +subnet="$ECS" |
+        grep -oE 'MSG SIZE +rcvd: [0-9]+' | grep -oE '[0-9]+$' || echo '?')"
+    done; echo
+  } > "$WORK/dnssec-checks.txt"
+  tee -a "$CHECKS" < "$WORK/dnssec-checks.txt"
+  if (( ${#do_fail[@]} )); then
+    printf '  %s\n' "${do_fail[@]}" >&2
+    die "DNSSEC=1: not every participant signs its answers (above); no load run. Server logs: $OUT_DIR/*.log"
+  fi
+  log "DNSSEC: every signed participant answers DO queries with RRSIGs$( (( have_delv )) && echo ' that validate')"
+fi
+
 # ---- load -------------------------------------------------------------------
 printf 'static.example.test A\n' > "$WORK/q_static"
 printf 'www.example.test A\n' > "$WORK/q_geo"
 ECS_OPT=$(python3 "$HERE/peerbench.py" ecs-option "$ECS")
 qps_opt=(); [[ -n $QPS ]] && qps_opt=(-Q "$QPS")
+do_opt=(); [[ $DNSSEC == 1 ]] && do_opt=(-D)
 
-log "load: $REPEATS x [$QUERIES] x [${ALL_PEERS[*]}], ${DURATION}s each, -c $CLIENTS -q $OUTSTANDING ${QPS:+-Q $QPS}"
+log "load: $REPEATS x [$QUERIES] x [${ALL_PEERS[*]}], ${DURATION}s each, -c $CLIENTS -q $OUTSTANDING ${QPS:+-Q $QPS} ${do_opt[*]}"
 for rep in $(seq "$REPEATS"); do
   for q in $QUERIES; do
     for p in "${ALL_PEERS[@]}"; do
@@ -377,7 +548,7 @@ for rep in $(seq "$REPEATS"); do
       python3 "$HERE/peerbench.py" measure --csv "$CSV" --log "$LOG" \
         --rep "$rep" --query "$q" --peer "$p" --server-pid "${SPID[$p]}" -- \
         taskset -c "$CLIENT_CPU" dnsperf -s 127.0.0.1 -p "${PORT[$p]}" -d "$qf" \
-          -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" "${qps_opt[@]}" "${extra[@]}" ||
+          -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" "${qps_opt[@]}" "${do_opt[@]}" "${extra[@]}" ||
         log "warning: run failed: rep $rep $q $p"
     done
   done
@@ -387,7 +558,7 @@ cleanup
 trap - EXIT
 
 echo
-echo "## Results ($(date -u +%Y-%m-%dT%H:%MZ), dnsperf -l $DURATION -c $CLIENTS -q $OUTSTANDING ${QPS:+-Q $QPS}, ECS $ECS, servers on core $SERVER_CPU, dnsperf on core $CLIENT_CPU, $REPEATS interleaved repeats)"
+echo "## Results ($(date -u +%Y-%m-%dT%H:%MZ), dnsperf -l $DURATION -c $CLIENTS -q $OUTSTANDING ${QPS:+-Q $QPS} ${do_opt[*]}${DNSSEC_UNSIGNED:+ (unsigned: $DNSSEC_UNSIGNED)}, ECS $ECS, servers on core $SERVER_CPU, dnsperf on core $CLIENT_CPU, $REPEATS interleaved repeats)"
 python3 "$HERE/peerbench.py" report "$CSV"
 echo
 echo "raw: $CSV  dnsperf output: $LOG  checks: $CHECKS  server logs: $OUT_DIR/*.log"
