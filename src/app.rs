@@ -905,7 +905,9 @@ fn compile_statics(model: &mut Model) -> Vec<Arc<StaticZone>> {
         .map(|zone| {
             let records = std::mem::take(&mut zone.records);
             let groups = std::mem::take(&mut zone.groups);
-            Arc::new(snapshot::compile_grouped(zone, records, groups))
+            let compiled = Arc::new(snapshot::compile_grouped(zone, records, groups));
+            crate::dns::secure::presign(&compiled);
+            compiled
         })
         .collect()
 }

@@ -213,6 +213,46 @@ fn no_dnssec_records_without_do_and_rrsigs_with_it() {
 }
 
 #[test]
+fn static_rrsets_are_signed_at_load() {
+    let (zones, _) = signed_zones("13");
+    let server = serve(zones);
+    let entries = r#"geolb_dnssec_signature_cache_entries{zone="example.test"}"#;
+    let misses = r#"geolb_dnssec_signatures_total{zone="example.test",result="miss"}"#;
+    // The example's static RRsets: SOA, NS, MX, TXT at the apex, the addresses of ns1,
+    // ns2, mail, sip, static, docs and *.apps, the SRV, the DS at `sec`...
+    poll("static RRsets signed at load", || {
+        metric(&server, entries) >= 12
+    });
+    let before = metric(&server, misses);
+    for name in [
+        "mail.example.test",
+        "static.example.test",
+        "ns1.example.test",
+    ] {
+        let r = server.udp(&query_do(name, RecordType::A, 1232));
+        assert_eq!(
+            types(&r.answers),
+            [RecordType::A, RecordType::RRSIG],
+            "{name}"
+        );
+    }
+    let r = server.udp(&query_do("sec.example.test", RecordType::DS, 1232));
+    assert_eq!(types(&r.answers), [RecordType::DS, RecordType::RRSIG]);
+    // A referral's DS set too; its NS set and glue are the child's, and unsigned.
+    let r = server.udp(&query_do("www.sec.example.test", RecordType::A, 1232));
+    assert_eq!(
+        types(&r.authorities),
+        [RecordType::NS, RecordType::DS, RecordType::RRSIG]
+    );
+    assert_eq!(types(&r.additionals), [RecordType::A]);
+    assert_eq!(
+        metric(&server, misses),
+        before,
+        "every signature was made at load"
+    );
+}
+
+#[test]
 fn compact_denial_of_existence() {
     let (zones, _) = signed_zones("15");
     let server = serve(zones);

@@ -207,3 +207,72 @@ impl std::fmt::Debug for Signer {
             .finish_non_exhaustive()
     }
 }
+
+/// Signs a signed zone's static RRsets on a thread of its own, once the zone is
+/// compiled, so that answers find their signatures in the cache from the first query:
+/// every RRset of our data (not the NS sets and glue of delegations, whose DS sets are
+/// signed), until the cache is nine tenths full (a larger zone signs the rest when
+/// asked). Stops early when the zone is dropped (replaced by a reload) meanwhile.
+/// Signatures are re-made when asked after half their validity, as any cached one.
+pub fn presign(zone: &std::sync::Arc<StaticZone>) {
+    let Some(signer) = zone.signer.clone() else {
+        return;
+    };
+    let zone = std::sync::Arc::downgrade(zone);
+    let spawned = std::thread::Builder::new()
+        .name("geolb-presign".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            let limit = signer.settings().max_entries / 10 * 9;
+            let keys: Vec<Box<[u8]>> = match zone.upgrade() {
+                Some(zone) => zone.nodes.keys().cloned().collect(),
+                None => return,
+            };
+            let mut signed = 0usize;
+            let mut records = Vec::new();
+            for key in keys {
+                if signer.cached_entries() >= limit {
+                    break;
+                }
+                // Only this thread holds the zone: it was replaced, stop.
+                let Some(zone) = zone.upgrade() else {
+                    return;
+                };
+                let Some(node) = zone.nodes.get(&key) else {
+                    continue;
+                };
+                let below_cut = crate::dns::lookup::find_cut(&zone, &key).is_some();
+                let Ok(owner) = Name::from_labels(crate::dnssec::WireLabels(&key)) else {
+                    continue;
+                };
+                let now = unix_now();
+                for (rtype, set) in node.rrsets.iter() {
+                    // At a cut only the DS is ours; below it, nothing is.
+                    if below_cut && (*rtype != RecordType::DS || !node.delegation) {
+                        continue;
+                    }
+                    records.clear();
+                    set.extend_into(&owner, &mut records);
+                    if records.is_empty() {
+                        continue;
+                    }
+                    let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0);
+                    for record in &mut records {
+                        record.ttl = ttl;
+                    }
+                    if signer.sign(&records, None, now).is_ok() {
+                        signed += 1;
+                    }
+                }
+            }
+            tracing::debug!(
+                zone = %signer.keys().origin(),
+                rrsets = signed,
+                took_ms = started.elapsed().as_millis() as u64,
+                "signed the static RRsets"
+            );
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the signing thread; static RRsets are signed when asked");
+    }
+}

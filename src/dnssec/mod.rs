@@ -17,6 +17,7 @@ mod signer;
 mod time;
 
 pub use keys::{Key, KeyRole, Timing, ZoneKeys};
+pub(crate) use signer::WireLabels;
 pub use signer::{CacheCounters, PreparedRrset, Signer, SignerSettings};
 pub use time::{format_timestamp, parse_timestamp};
 

@@ -694,7 +694,7 @@ fn wire_labels(name: &[u8]) -> Option<u8> {
 }
 
 /// The labels of a wire name, for `Name::from_labels`.
-struct WireLabels<'a>(&'a [u8]);
+pub(crate) struct WireLabels<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Iterator for WireLabels<'a> {
     type Item = &'a [u8];
