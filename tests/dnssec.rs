@@ -689,3 +689,83 @@ fn dnsviz_reports_no_errors_or_warnings() {
     assert!(all.contains("acme.tenant.example.test."), "{all}");
     drop(_server);
 }
+
+/// A ZSK pre-publish rollover in a running server, on the real clock: the successor,
+/// made by `dnssec-keygen` with Publish now and Activate in a few seconds (the old key
+/// Inactive then), is served in the DNSKEY set at once, and takes over the signatures
+/// at its Activate time; the old DNSKEY stays (no Delete time).
+#[test]
+fn a_zsk_rollover_follows_the_key_times() {
+    let Some(keygen) = tool("dnssec-keygen", "bind9-utils") else {
+        return;
+    };
+    let zones = example_zones();
+    let keys = zones.0.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let keys_arg = keys.to_str().unwrap();
+    let (code, out, err) = geolb(&[
+        "dnssec",
+        "keygen",
+        "example.test",
+        "--dir",
+        keys_arg,
+        "--ksk",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bind_key = |times: &[&str]| -> u16 {
+        let out = Command::new(&keygen)
+            .args(["-q", "-K", keys_arg, "-a", "ECDSAP256SHA256"])
+            .args(times)
+            .arg("example.test.")
+            .output()
+            .expect("run dnssec-keygen");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let name = String::from_utf8_lossy(&out.stdout);
+        name.trim().rsplit('+').next().unwrap().parse().unwrap()
+    };
+    // The switch: far enough ahead for the server to start and answer with the old key.
+    let old = bind_key(&["-P", "now", "-A", "now", "-I", "+6"]);
+    let new = bind_key(&["-P", "now", "-A", "+6"]);
+    let file = zones.0.join("example.test.toml");
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str("\n[dnssec]\nkeys = \"keys\"\n");
+    std::fs::write(&file, text).unwrap();
+    let server = serve(zones);
+    let tag = |r: &Message| -> u16 {
+        let sig = r
+            .answers
+            .iter()
+            .find(|x| x.record_type() == RecordType::RRSIG)
+            .unwrap_or_else(|| panic!("no RRSIG: {r:?}"));
+        let RData::Unknown { rdata, .. } = &sig.data else {
+            panic!("{sig:?}");
+        };
+        u16::from_be_bytes([rdata.anything[16], rdata.anything[17]])
+    };
+    let r = server.udp(&query_do("static.example.test", RecordType::A, 1232));
+    assert_eq!(tag(&r), old, "the old ZSK signs before the switch");
+    let dnskeys = server.udp(&query_do("example.test", RecordType::DNSKEY, 1232));
+    let published = dnskeys
+        .answers
+        .iter()
+        .filter(|x| x.record_type() == RecordType::DNSKEY)
+        .count();
+    assert_eq!(published, 3, "KSK, old and successor ZSK: {dnskeys:?}");
+    poll("the successor ZSK signs", || {
+        let r = server.udp(&query_do("static.example.test", RecordType::A, 1232));
+        tag(&r) == new
+    });
+    let r = server.udp(&query_do("www.example.test", RecordType::A, 1232));
+    assert_eq!(tag(&r), new, "pool answers too");
+    let dnskeys = server.udp(&query_do("example.test", RecordType::DNSKEY, 1232));
+    let published = dnskeys
+        .answers
+        .iter()
+        .filter(|x| x.record_type() == RecordType::DNSKEY)
+        .count();
+    assert_eq!(published, 3, "the old ZSK stays published (no Delete time)");
+}
