@@ -302,6 +302,11 @@ fn compact_denial_of_existence() {
     let r = server.both(&query_do("x.apps.example.test", RecordType::MX, 1232));
     assert_eq!(r.authorities[2].name.to_ascii(), "x.apps.example.test.");
     assert_eq!(nsec_types(&r), [1, 46, 47]);
+    // A question for the NSEC itself gets it as the answer, signed.
+    let r = server.both(&query_do("mail.example.test", RecordType::NSEC, 1232));
+    assert_eq!(rcode(&r), ResponseCode::NoError);
+    assert_eq!(types(&r.answers), [RecordType::NSEC, RecordType::RRSIG]);
+    assert!(r.authorities.is_empty(), "{r:?}");
     // An explicit question for NXNAME is a format error (RFC 9824 section 3.5).
     let r = server.both(&query_do(
         "www.example.test",
@@ -426,6 +431,7 @@ fn delv_validates_every_kind_of_answer() {
                 "CNAME\tus.shard.example.test.",
             ),
             ("us.shard.example.test", "A", "IN\tA\t"),
+            ("mail.example.test", "NSEC", "NSEC\t"),
         ];
         for (name, rtype, want) in positive {
             let out = delv(&binary, &server, &anchors, name, rtype);

@@ -169,6 +169,7 @@ fn answer_message(
             &zone.zone,
             signer,
             &mut answer,
+            query.query_type(),
             crate::dns::secure::unix_now(),
         )
     {

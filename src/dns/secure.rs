@@ -32,6 +32,7 @@ pub(crate) fn secure(
     zone: &StaticZone,
     signer: &Signer,
     answer: &mut Answer,
+    qtype: RecordType,
     now: u32,
 ) -> Result<(), SignError> {
     answer.answers = signed(std::mem::take(&mut answer.answers), signer, now)?;
@@ -43,8 +44,16 @@ pub(crate) fn secure(
         if denial.types.is_none() {
             types.push(NXNAME);
         }
+        let proof = nsec(&denial.owner, types, zone.negative_ttl, signer, now)?;
+        if qtype == RecordType::NSEC {
+            // A question for the NSEC itself: it is the answer (its bitmap lists NSEC,
+            // so it cannot also be a NODATA proof for it).
+            answer.answers.extend(proof);
+            answer.authority.clear();
+            return Ok(());
+        }
         let mut authority = signed(std::mem::take(&mut answer.authority), signer, now)?;
-        authority.extend(nsec(&denial.owner, types, zone.negative_ttl, signer, now)?);
+        authority.extend(proof);
         answer.authority = authority;
     } else if !answer.authoritative {
         referral_proof(zone, answer, signer, now)?;
