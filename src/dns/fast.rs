@@ -31,7 +31,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::lookup::{self, Client, MAX_CNAME_CHAIN};
 use super::{Answered, Ecs, MAX_UDP_PAYLOAD, Note};
-use crate::model::TenantAnswer;
+use crate::model::{Policy, TenantAnswer};
 use crate::snapshot::{Node, RrSet, Snapshot, ZoneSnap};
 
 const TYPE_A: u16 = 1;
@@ -594,7 +594,14 @@ impl<'z> Answering<'z, '_> {
         let mut n = 0;
         let mut picks = crate::policy::Picks::default();
         let (snapshot, zone, v4) = (self.snapshot, self.zone, self.v4);
-        if let Some(pick) = lookup::pick_pool(snapshot, zone, pool, v4, self.client, &mut picks) {
+        // A script pool is answered by `respond` (its cache and, on a miss, the
+        // script's run allocate).
+        if zone.zone.pools.get(usize::from(pool)).map(|d| d.policy) == Some(Policy::Script) {
+            return None;
+        }
+        if let Some(pick) =
+            lookup::pick_pool(snapshot, zone, pool, v4, self.client, &[], &mut picks)
+        {
             self.scope = self.scope.max(pick.scope);
             let rtype = if v4 { TYPE_A } else { TYPE_AAAA };
             for (site, ip) in pick.addresses_by_site() {
