@@ -746,6 +746,46 @@ pub(crate) fn pick_pool<'z, 'p>(
     )
 }
 
+/// A script pool's pick from its cache alone, for the fast path: `None` on a miss or a
+/// cached failure (the fast path declines, and `lookup` runs the script or applies the
+/// fallback). Allocates nothing.
+pub(crate) fn pick_script_cached<'z, 'p>(
+    snapshot: &Snapshot,
+    zone: &'z ZoneSnap,
+    pool_idx: PoolIdx,
+    v4: bool,
+    client: &Client,
+    qname: &[u8],
+    picks: &'p mut Picks,
+) -> Option<PoolPick<'z, 'p>> {
+    let z = &zone.zone;
+    let def = z.pools.get(usize::from(pool_idx))?;
+    let cache = zone
+        .pools
+        .pools
+        .get(usize::from(pool_idx))?
+        .script_cache
+        .as_ref()?;
+    let (_, prefix) = client.locate(snapshot);
+    picks.clear();
+    let key = crate::script::cache::Key {
+        network: crate::script::network_of(client.addr, prefix),
+        prefix,
+        ecs: client.ecs_used(),
+        v4,
+        name: qname,
+    };
+    cache.get(&key, picks, def.answers)?.ok()?;
+    Some(PoolPick {
+        picks,
+        sites: &z.sites,
+        want: def.answers,
+        v4,
+        ttl: def.ttl,
+        scope: prefix,
+    })
+}
+
 /// `pick_pool`, reporting the pick and the policy's reasons to `rec`. `qname` is the
 /// name asked (lower-case wire format), which only a script pool reads.
 #[inline(always)]
