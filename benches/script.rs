@@ -120,13 +120,19 @@ fn bench(c: &mut Criterion) {
     // Amsterdam in the demo database.
     let cases = [
         ("geo_a_ecs", message("geo.bench.test.", "127.0.1.0/24")),
-        ("script_hit_a_ecs", message("script.bench.test.", "127.0.1.0/24")),
+        (
+            "script_hit_a_ecs",
+            message("script.bench.test.", "127.0.1.0/24"),
+        ),
     ];
     let mut out = vec![0u8; usize::from(dns::MAX_UDP_PAYLOAD)];
     for (label, bytes) in &cases {
         // The first answer runs the script and fills the cache.
         assert!(dns::respond(&snapshot, bytes, src, Transport::Udp).is_some());
-        assert!(fast_respond(&snapshot, bytes, src, &mut out).is_some(), "{label} declined");
+        assert!(
+            fast_respond(&snapshot, bytes, src, &mut out).is_some(),
+            "{label} declined"
+        );
     }
     let mut group = c.benchmark_group("script");
     for (label, bytes) in &cases {
@@ -145,13 +151,25 @@ fn bench(c: &mut Criterion) {
     group.bench_function("respond/script_miss_a_ecs", |b| {
         b.iter(|| {
             i = (i + 1) % misses.len();
-            dns::respond(black_box(&snapshot), black_box(&misses[i]), src, Transport::Udp)
+            dns::respond(
+                black_box(&snapshot),
+                black_box(&misses[i]),
+                src,
+                Transport::Udp,
+            )
         })
     });
     // One run of the weighted-in-geo script alone.
     let script = Script::load(&root().join("zones/weighted-in-geo.rhai"), Policy::Geo)
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let place = Place::new(Some(Coord { lat: 52.0, lon: 5.0 }), Code2::parse("NL"), Code2::parse("EU"));
+    let place = Place::new(
+        Some(Coord {
+            lat: 52.0,
+            lon: 5.0,
+        }),
+        Code2::parse("NL"),
+        Code2::parse("EU"),
+    );
     let site = |idx, name, continent: &str, weight, km| SiteFact {
         idx,
         name,
@@ -175,7 +193,16 @@ fn bench(c: &mut Criterion) {
         ],
     };
     assert!(script.run(&input).is_ok());
-    group.bench_function("run/weighted_in_geo", |b| b.iter(|| script.run(black_box(&input))));
+    group.bench_function("run/weighted_in_geo", |b| {
+        b.iter(|| script.run(black_box(&input)))
+    });
+    // An endless loop: what a run costs until the operations budget stops it.
+    let endless = Script::compile(Path::new("endless.rhai"), "loop {}", Policy::Geo)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(endless.run(&input).is_err());
+    group.bench_function("run/budget_overrun", |b| {
+        b.iter(|| endless.run(black_box(&input)))
+    });
     group.finish();
 }
 

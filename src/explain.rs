@@ -515,6 +515,17 @@ pub fn render(v: &Value) -> String {
             }
             _ => {}
         }
+        let script = &pool["script"];
+        if script["decided"] == true {
+            out.push_str("script: decided the order\n");
+        } else if script["decided"] == false {
+            out.push_str(&format!(
+                "script: failed ({}: {}); the fallback policy {} ordered the sites\n",
+                text(&script["error"]),
+                text(&script["message"]),
+                text(&script["fallback"]),
+            ));
+        }
         let region = &pool["region"];
         if !region.is_null() {
             let sites: Vec<String> = region["sites"]

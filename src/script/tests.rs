@@ -234,13 +234,19 @@ fn query_names() {
 fn example_scripts() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
     let load = |name: &str| Script::load(&dir.join(name), Policy::Geo).unwrap();
-    let eu = |lat: f64, lon: f64, continent: &str| crate::geo::Place::new(
-        Some(crate::geo::Coord { lat, lon }),
-        None,
-        Code2::parse(continent),
-    );
+    let eu = |lat: f64, lon: f64, continent: &str| {
+        crate::geo::Place::new(
+            Some(crate::geo::Coord { lat, lon }),
+            None,
+            Code2::parse(continent),
+        )
+    };
     let sites = |km: [f64; 3]| {
-        let mut s = vec![site(0, "nyc1", true), site(1, "ams1", true), site(2, "sin1", true)];
+        let mut s = vec![
+            site(0, "nyc1", true),
+            site(1, "ams1", true),
+            site(2, "sin1", true),
+        ];
         for (i, c) in ["NA", "EU", "AS"].iter().enumerate() {
             s[i].continent = Code2::parse(c);
             s[i].distance_km = Some(km[i]);
@@ -249,7 +255,10 @@ fn example_scripts() {
     };
     let names = |script: &Script, input: &Input<'_>| -> Vec<&'static str> {
         let ran = script.run(input).unwrap();
-        ran.order.iter().map(|&i| ["nyc1", "ams1", "sin1"][usize::from(i)]).collect()
+        ran.order
+            .iter()
+            .map(|&i| ["nyc1", "ams1", "sin1"][usize::from(i)])
+            .collect()
     };
     // eu- tenants: EU first, else nearest first.
     let s = load("eu-tenants.rhai");
@@ -270,7 +279,14 @@ fn example_scripts() {
     // Weighted inside geo: the continent's sites first, shared by weight; then nearest.
     let s = load("weighted-in-geo.rhai");
     input.sites = sites([6000.0, 500.0, 9000.0]);
-    input.sites.push(SiteFact { idx: 3, name: "fra1", continent: Code2::parse("EU"), weight: 3, distance_km: Some(400.0), ..site(3, "fra1", true) });
+    input.sites.push(SiteFact {
+        idx: 3,
+        name: "fra1",
+        continent: Code2::parse("EU"),
+        weight: 3,
+        distance_km: Some(400.0),
+        ..site(3, "fra1", true)
+    });
     input.sites[1].weight = 1;
     input.client = ClientFacts::new(Some(&eu(50.0, 5.0, "EU")), addr("127.0.1.5"), 24, false);
     let mut first = std::collections::BTreeMap::new();
@@ -278,7 +294,10 @@ fn example_scripts() {
         input.query = format!("n{i}.example.test");
         let ran = s.run(&input).unwrap();
         assert_eq!(ran.order.len(), 4);
-        assert!(matches!(ran.order[0], 1 | 3) && matches!(ran.order[1], 1 | 3), "{ran:?}");
+        assert!(
+            matches!(ran.order[0], 1 | 3) && matches!(ran.order[1], 1 | 3),
+            "{ran:?}"
+        );
         assert_eq!(&ran.order[2..], &[0, 2], "the rest nearest first");
         *first.entry(ran.order[0]).or_insert(0) += 1;
     }
