@@ -9,12 +9,15 @@
 //! builds new pools and so starts a new, empty cache; a snapshot that keeps the pools
 //! (a tenant change) keeps their cache.
 //!
+//! Hashed with a randomly keyed aHash (a client cannot choose colliding keys).
 //! `SHARDS` mutexes, each over a `hashbrown::HashTable` of at most `SHARD_CAPACITY`
 //! entries, evicted first in, first out. A lookup hashes the borrowed key once and
 //! allocates nothing; only an insert (after the script ran) allocates.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
+
+use ahash::RandomState;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -83,7 +86,7 @@ struct Shard {
 
 pub struct Cache {
     hasher: RandomState,
-    shards: Box<[Mutex<Shard>]>,
+    shards: [Mutex<Shard>; SHARDS],
 }
 
 impl Default for Cache {
@@ -102,26 +105,25 @@ impl Cache {
     pub fn new() -> Cache {
         Cache {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
         }
     }
 
     fn hash(&self, key: &Key<'_>) -> u64 {
         let mut h = self.hasher.build_hasher();
-        match key.network {
-            IpAddr::V4(a) => h.write(&a.octets()),
-            IpAddr::V6(a) => h.write(&a.octets()),
-        }
-        h.write_u8(key.prefix);
-        h.write_u8(key.flags());
+        let network = match key.network {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        h.write_u128(network);
+        h.write_u16(u16::from(key.prefix) << 8 | u16::from(key.flags()));
         h.write(key.name);
         h.finish()
     }
 
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
         // The top bits pick the shard; the table uses the low ones.
-        let i = (hash >> 60) as usize % self.shards.len().max(1);
-        let m = &self.shards[i];
+        let m = &self.shards[(hash >> 60) as usize % SHARDS];
         // A panic while holding the lock cannot leave an entry half written (every
         // update is a single insert or remove): the data stays usable.
         m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
