@@ -85,13 +85,19 @@ if query.starts_with("eu-") {
 "#;
 
 fn start() -> TestServer {
+    start_in().0
+}
+
+/// `start`, and the directory of the zone and its scripts.
+fn start_in() -> (TestServer, std::path::PathBuf) {
     let dir = TempDir::new("script");
+    let path = dir.0.clone();
     dir.write("script.test.toml", &zone(POOLS));
     dir.write("order.rhai", ORDER);
     dir.write("spin.rhai", "let n = 0;\nloop { n += 1; }\n");
     let zones = dir.0.to_str().unwrap().to_string();
     let geoip = repo("geoip/demo.mmdb");
-    TestServer::start(&[
+    let s = TestServer::start(&[
         "--zones",
         &zones,
         "--geoip",
@@ -99,7 +105,8 @@ fn start() -> TestServer {
         "--admin",
         "127.0.0.1:0",
     ])
-    .keeping(dir)
+    .keeping(dir);
+    (s, path)
 }
 
 fn ips(m: &hickory_proto::op::Message) -> Vec<String> {
@@ -171,6 +178,29 @@ fn answers_come_in_the_scripts_order() {
     assert_eq!(pool["policy"], "script");
     assert_eq!(pool["script"]["decided"], true, "{pool}");
     assert_eq!(pool["script"]["unknown_sites"][0], "nowhere", "{pool}");
+    // A drained site leaves the answer at once: a health or override change starts a
+    // new cache, and the script's order skips sites that are not candidates.
+    let path = "/v1/zones/script.test/sites/sin1/override";
+    let (status, body) = http(
+        s.admin.unwrap(),
+        "PUT",
+        path,
+        Some(r#"{"state": "drain"}"#),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = s.both(&query("www.script.test.", RecordType::A));
+    assert_eq!(ips(&r), vec![NYC, AMS]);
+    let (status, body) = http(
+        s.admin.unwrap(),
+        "PUT",
+        path,
+        Some(r#"{"state": "auto"}"#),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let r = s.both(&query("www.script.test.", RecordType::A));
+    assert_eq!(ips(&r), vec![SIN, NYC, AMS]);
 }
 
 #[test]
@@ -346,4 +376,31 @@ fallback = "script"
         err.contains("pools.c.script:") && err.contains("missing.rhai: cannot read script"),
         "{err}"
     );
+}
+
+/// A reload reports a broken script with its file and line and keeps serving the old
+/// one; a fixed script replaces it, and its new decisions are not hidden by the old
+/// cache.
+#[test]
+fn reload_reports_script_errors_and_installs_new_scripts() {
+    let (s, dir) = start_in();
+    let www = || ips(&s.udp(&query("www.script.test.", RecordType::A)));
+    assert_eq!(www(), vec![SIN, NYC, AMS]);
+    std::fs::write(
+        dir.join("order.rhai"),
+        "// broken\nlet x = system(\"id\");\n[]\n",
+    )
+    .unwrap();
+    let (status, body) = http(s.admin.unwrap(), "POST", "/v1/reload", None, None);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("order.rhai:2: pools.ordered.script:"),
+        "{body}"
+    );
+    assert!(body.contains("unknown function `system`"), "{body}");
+    assert_eq!(www(), vec![SIN, NYC, AMS]);
+    std::fs::write(dir.join("order.rhai"), "[\"nyc1\", \"ams1\"]\n").unwrap();
+    let (status, body) = http(s.admin.unwrap(), "POST", "/v1/reload", None, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(www(), vec![NYC, AMS]);
 }
