@@ -540,7 +540,10 @@ pub struct Input<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ran {
     pub order: Vec<SiteIdx>,
+    /// The first few unknown names (for explain).
     pub unknown: Vec<String>,
+    /// How many names were unknown.
+    pub unknown_count: u64,
 }
 
 /// The script's result as an order of candidates: an array of strings, names of sites
@@ -559,6 +562,7 @@ pub fn order_from(result: &Dynamic, sites: &[SiteFact<'_>]) -> Result<Ran, Failu
     };
     let mut order: Vec<SiteIdx> = Vec::new();
     let mut unknown = Vec::new();
+    let mut unknown_count = 0;
     for item in array.iter() {
         let Some(name) = item.read_lock::<ImmutableString>() else {
             return Err(Failure {
@@ -577,6 +581,7 @@ pub fn order_from(result: &Dynamic, sites: &[SiteFact<'_>]) -> Result<Ran, Failu
             }
             Some(_) => {}
             None => {
+                unknown_count += 1;
                 if unknown.len() < 8 {
                     unknown.push(name.to_string());
                 }
@@ -589,7 +594,11 @@ pub fn order_from(result: &Dynamic, sites: &[SiteFact<'_>]) -> Result<Ran, Failu
             message: "the result names no candidate of the pool".into(),
         });
     }
-    Ok(Ran { order, unknown })
+    Ok(Ran {
+        order,
+        unknown,
+        unknown_count,
+    })
 }
 
 /// The query name from its lower-case wire key: labels joined by dots, without the
@@ -691,7 +700,7 @@ pub fn order_recorded<R: Recorder>(
         c.runs.fetch_add(1, Relaxed);
         match &ran {
             Ok(r) => {
-                c.unknown_sites.fetch_add(r.unknown.len() as u64, Relaxed);
+                c.unknown_sites.fetch_add(r.unknown_count, Relaxed);
             }
             Err(f) => {
                 c.errors[f.kind.index()].fetch_add(1, Relaxed);

@@ -55,6 +55,7 @@ fn result_conversion() {
     let ran = order_from(&strings(&["ams", "nyc", "bogus", "ams", "fra"]), &sites).unwrap();
     assert_eq!(ran.order, vec![1, 0]);
     assert_eq!(ran.unknown, vec!["bogus".to_string()]);
+    assert_eq!(ran.unknown_count, 1);
     // Not an array, an array of non-strings, nothing usable: failures of their kinds.
     let kind = |d: Dynamic| order_from(&d, &sites).unwrap_err().kind;
     assert_eq!(kind(Dynamic::from_int(3)), ErrorKind::Result);
