@@ -306,3 +306,32 @@ fn example_scripts() {
     let fra = first.get(&3).copied().unwrap_or(0);
     assert!((250..=350).contains(&fra), "{first:?}");
 }
+
+/// The example in docs/zones.md ("Pool scripts"), with and without a known client.
+#[test]
+fn docs_example() {
+    let s = compile(
+        r#"
+        let up = candidates.filter(|c| c.candidate);
+        if client.lat != () {
+            up.sort(|a, b| if a.distance_km < b.distance_km { -1 } else { 1 });
+        }
+        if query.starts_with("eu-") {
+            up.filter(|c| c.continent == "EU").map(|c| c.name) + up.map(|c| c.name)
+        } else {
+            up.map(|c| c.name)
+        }
+        "#,
+    )
+    .unwrap();
+    let mut input = input("eu-acme.example.test");
+    input.sites[0].distance_km = Some(900.0);
+    input.sites[1].distance_km = Some(100.0);
+    input.sites[1].continent = Code2::parse("NA");
+    // Unknown client: configured order, EU first.
+    assert_eq!(s.run(&input).unwrap().order, vec![0, 1]);
+    let place = crate::geo::Place::new(Some(crate::geo::Coord { lat: 1.0, lon: 2.0 }), None, None);
+    input.client = ClientFacts::new(Some(&place), IpAddr::V4(Ipv4Addr::LOCALHOST), 8, false);
+    input.query = "acme.example.test".into();
+    assert_eq!(s.run(&input).unwrap().order, vec![1, 0]);
+}
