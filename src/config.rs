@@ -251,6 +251,10 @@ pub struct RawPool {
     pub ttl: Option<Spanned<i64>>,
     pub when_all_down: Option<Spanned<String>>,
     pub regions: Option<BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
+    /// `policy = "script"`: the script file, relative to the zone file.
+    pub script: Option<Spanned<String>>,
+    /// `policy = "script"`: the policy a failed run falls back to.
+    pub fallback: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -347,6 +351,8 @@ const POOL: Schema = Schema {
         ("ttl", Shape::Leaf),
         ("when_all_down", Shape::Leaf),
         ("regions", Shape::Free),
+        ("script", Shape::Leaf),
+        ("fallback", Shape::Leaf),
     ],
 };
 const SHARD: Schema = Schema {
@@ -357,6 +363,8 @@ const SHARD: Schema = Schema {
         ("ttl", Shape::Leaf),
         ("when_all_down", Shape::Leaf),
         ("regions", Shape::Free),
+        ("script", Shape::Leaf),
+        ("fallback", Shape::Leaf),
     ],
 };
 const SHARDING: Schema = Schema {

@@ -62,6 +62,8 @@ pub struct PoolStep {
     /// The addresses answered, with their sites.
     pub answered: Vec<(SiteIdx, IpAddr)>,
     pub scope: u8,
+    /// Script: the run's outcome.
+    pub script: Option<crate::script::Report>,
 }
 
 impl Recorder for Decision {
@@ -92,6 +94,12 @@ impl Recorder for Decision {
     fn rotation(&mut self, start: usize) {
         if let Some(pool) = self.pools.last_mut() {
             pool.rotation = Some(start);
+        }
+    }
+
+    fn script(&mut self, report: &crate::script::Report) {
+        if let Some(pool) = self.pools.last_mut() {
+            pool.script = Some(report.clone());
         }
     }
 }
@@ -138,6 +146,7 @@ impl Trace for Decision {
             order: Vec::new(),
             answered: Vec::new(),
             scope: 0,
+            script: None,
         });
     }
 
@@ -278,7 +287,7 @@ fn pool_report(snapshot: &Snapshot, step: &PoolStep, overrides: &Overrides) -> O
                     json!(score.map(|(_, score)| format!("{score:016x}"))),
                 );
             }
-            Policy::RoundRobin | Policy::Failover => {}
+            Policy::RoundRobin | Policy::Failover | Policy::Script => {}
         }
         let failed_closed = admissions.all_down && def.when_all_down == AllDown::None;
         let reason = site_reason(step, def.answers, failed_closed, idx, admission, ov);
@@ -312,8 +321,20 @@ fn pool_report(snapshot: &Snapshot, step: &PoolStep, overrides: &Overrides) -> O
         "region": region,
         "rotation": step.rotation,
         "ecs_scope": step.scope,
+        "script": step.script.as_ref().map(script_report),
         "sites": sites,
     }))
+}
+
+/// A script pool's run: whether the script decided, or why the pool fell back.
+fn script_report(report: &crate::script::Report) -> Value {
+    json!({
+        "decided": report.failure.is_none(),
+        "fallback": report.failure.as_ref().map(|_| report.fallback.as_str()),
+        "error": report.failure.as_ref().map(|f| f.kind.as_str()),
+        "message": report.failure.as_ref().map(|f| f.message.clone()),
+        "unknown_sites": report.unknown,
+    })
 }
 
 /// Why a site was answered or skipped, in words.
@@ -493,6 +514,17 @@ pub fn render(v: &Value) -> String {
                 out.push_str("every site is down: the pool fails closed (no address)\n")
             }
             _ => {}
+        }
+        let script = &pool["script"];
+        if script["decided"] == true {
+            out.push_str("script: decided the order\n");
+        } else if script["decided"] == false {
+            out.push_str(&format!(
+                "script: failed ({}: {}); the fallback policy {} ordered the sites\n",
+                text(&script["error"]),
+                text(&script["message"]),
+                text(&script["fallback"]),
+            ));
         }
         let region = &pool["region"];
         if !region.is_null() {

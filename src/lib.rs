@@ -5,6 +5,7 @@
 //! - `model`: validated zones, sites, checks, pools, shards.
 //! - `geo`: where is this client (MaxMind DB).
 //! - `policy`: geo, weighted, round-robin, failover, hash: pure ordering functions.
+//! - `script`: `policy = "script"`: sandboxed Rhai pool scripts and their decision cache.
 //! - `health`: probes and their rise/fall state machines.
 //! - `tenants`: tenant maps, their journal, and the shared tenant table.
 //! - `snapshot`: the immutable, compiled view a query reads.
@@ -36,6 +37,7 @@ pub mod model;
 pub mod overrides;
 pub mod policy;
 pub mod rrl;
+pub mod script;
 pub mod server;
 pub mod service;
 pub mod snapshot;

@@ -556,7 +556,7 @@ struct Scrape {
 
 /// A labelled family: name, help, type, and its rows.
 #[derive(Debug)]
-struct Family {
+pub(crate) struct Family {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
@@ -676,8 +676,10 @@ impl Scrape {
             "Signatures evicted from a signed zone's full cache, since the zone was loaded.",
             MetricType::Counter,
         );
+        let mut script = crate::script::metrics::Families::new();
         for zone in snapshot.zones.iter() {
             let name = &zone.zone.name;
+            script.zone(zone);
             if let Some(signer) = &zone.zone.signer {
                 let c = signer.counters();
                 let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -727,6 +729,7 @@ impl Scrape {
             sig_entries,
             sig_evictions,
         ]);
+        scrape.families.extend(script.into_families());
         scrape
     }
 
@@ -782,7 +785,7 @@ impl Scrape {
 }
 
 impl Family {
-    fn new(name: &'static str, help: &'static str, kind: MetricType) -> Family {
+    pub(crate) fn new(name: &'static str, help: &'static str, kind: MetricType) -> Family {
         Family {
             name,
             help,
@@ -791,7 +794,7 @@ impl Family {
         }
     }
 
-    fn row(&mut self, labels: Vec<(&'static str, String)>, value: i64) {
+    pub(crate) fn row(&mut self, labels: Vec<(&'static str, String)>, value: i64) {
         self.rows.push((labels, value));
     }
 }

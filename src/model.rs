@@ -92,6 +92,8 @@ pub enum Policy {
     RoundRobin,
     Failover,
     Hash,
+    /// An operator's script (`script::Script`, on the pool).
+    Script,
 }
 
 impl Policy {
@@ -102,6 +104,7 @@ impl Policy {
             Policy::RoundRobin => "round-robin",
             Policy::Failover => "failover",
             Policy::Hash => "hash",
+            Policy::Script => "script",
         }
     }
 }
@@ -134,6 +137,8 @@ pub struct Pool {
     pub ttl: u32,
     pub when_all_down: AllDown,
     pub regions: BTreeMap<RegionKey, Vec<SiteIdx>>,
+    /// `policy = "script"`: the compiled script.
+    pub script: Option<std::sync::Arc<crate::script::Script>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1311,10 +1316,18 @@ impl Cx<'_> {
                 "round-robin" => Policy::RoundRobin,
                 "failover" => Policy::Failover,
                 "hash" => Policy::Hash,
+                "script" => Policy::Script,
                 other => {
                     let hint = suggest(
                         other,
-                        &["geo", "weighted", "round-robin", "failover", "hash"],
+                        &[
+                            "geo",
+                            "weighted",
+                            "round-robin",
+                            "failover",
+                            "hash",
+                            "script",
+                        ],
                     );
                     self.err(
                         policy,
@@ -1325,6 +1338,7 @@ impl Cx<'_> {
                 }
             },
         };
+        let script = self.pool_script(p, raw, key, policy);
         let answers = self.u32_in(p.answers.as_ref(), &format!("{key}.answers"), 1, 1, 64) as usize;
         let ttl = self.ttl(p.ttl.as_ref(), &format!("{key}.ttl"), 30);
         let when_all_down = match p.when_all_down.as_ref().map(|w| (w, w.get_ref().as_str())) {
@@ -1409,7 +1423,82 @@ impl Cx<'_> {
             ttl,
             when_all_down,
             regions,
+            script,
         })
+    }
+
+    /// `script` and `fallback` of a pool: required and allowed only with `policy =
+    /// "script"`; the script read (relative to the zone file) and compiled, its errors
+    /// located in the script file.
+    fn pool_script(
+        &mut self,
+        p: &RawPool,
+        raw: &Spanned<RawPool>,
+        key: &str,
+        policy: Policy,
+    ) -> Option<std::sync::Arc<crate::script::Script>> {
+        if policy != Policy::Script {
+            for (value, k) in [(&p.script, "script"), (&p.fallback, "fallback")] {
+                if let Some(value) = value {
+                    self.err(
+                        value,
+                        format!("{key}.{k}"),
+                        format!("{k} only applies to the script policy"),
+                    );
+                }
+            }
+            return None;
+        }
+        let fallback = match p.fallback.as_ref() {
+            None => Policy::Failover,
+            Some(f) => match f.get_ref().as_str() {
+                "geo" => Policy::Geo,
+                "weighted" => Policy::Weighted,
+                "round-robin" => Policy::RoundRobin,
+                "failover" => Policy::Failover,
+                "hash" => Policy::Hash,
+                other => {
+                    let fixed = ["geo", "weighted", "round-robin", "failover", "hash"];
+                    let hint = suggest(other, &fixed);
+                    self.err(
+                        f,
+                        format!("{key}.fallback"),
+                        format!("unknown fallback policy \"{other}\"{hint} (expected one of the fixed policies: {})", fixed.join(", ")),
+                    );
+                    Policy::Failover
+                }
+            },
+        };
+        let Some(file) = p.script.as_ref() else {
+            self.errors.push(self.source.error(
+                raw.span().start,
+                format!("{key}.script"),
+                "the script policy needs `script`, the path of a Rhai file beside the zone file",
+            ));
+            return None;
+        };
+        let dir = self.source.path.parent().unwrap_or(Path::new("."));
+        let path = dir.join(file.get_ref());
+        match crate::script::Script::load(&path, fallback) {
+            Ok(script) => Some(std::sync::Arc::new(script)),
+            Err(err) if err.line == 0 && !path.is_file() => {
+                self.err(
+                    file,
+                    format!("{key}.script"),
+                    format!("{}: {}", path.display(), err.message),
+                );
+                None
+            }
+            Err(err) => {
+                self.errors.push(ConfigError {
+                    file: path,
+                    line: err.line,
+                    key: format!("{key}.script"),
+                    message: err.message,
+                });
+                None
+            }
+        }
     }
 
     fn site_idx(

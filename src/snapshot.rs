@@ -414,6 +414,8 @@ pub struct PoolDef {
     pub sites: Box<[SiteIdx]>,
     pub regions: Box<[(RegionKey, Box<[SiteIdx]>)]>,
     pub is_shard: bool,
+    /// `policy = "script"`: the compiled script (with its counters).
+    pub script: Option<Arc<crate::script::Script>>,
 }
 
 pub struct ShardingSnap {
@@ -442,6 +444,8 @@ pub struct PoolSnap {
     pub all_down_v4: bool,
     pub all_down_v6: bool,
     pub rotation: AtomicU32,
+    /// A script pool's decisions for these candidates; a new pool set starts empty.
+    pub script_cache: Option<crate::script::cache::Cache>,
 }
 
 /// The state of one site as the compiler sees it: probes and overrides combined.
@@ -718,6 +722,7 @@ fn pool_def(pool: &model::Pool, is_shard: bool) -> PoolDef {
             .map(|(k, v)| (*k, v.clone().into_boxed_slice()))
             .collect(),
         is_shard,
+        script: pool.script.clone(),
     }
 }
 
@@ -751,6 +756,10 @@ pub fn compile_pools(zone: &StaticZone, states: &[SiteState]) -> PoolSet {
                 all_down_v4,
                 all_down_v6,
                 rotation: AtomicU32::new(0),
+                script_cache: pool
+                    .script
+                    .as_ref()
+                    .map(|_| crate::script::cache::Cache::new()),
             }
         })
         .collect();

@@ -24,6 +24,23 @@ const TENANT_ZONE: &str = "[zone]\norigin = \"{origin}\"\nns = [\"ns1\"]\n\
     tenants = \"{origin}.tenants\"\ntenant_ttl = 20\nanswer = \"{answer}\"\n{extra}\
     [shards.s1]\nsites = [\"a\"]\n[shards.s2]\nsites = [\"b\"]\n";
 
+const SCRIPT_ZONE: &str = "[zone]\norigin = \"sc.test\"\nns = [\"ns1\"]\n\
+    [[records]]\nname = \"ns1\"\ntype = \"A\"\ndata = \"192.0.2.53\"\n\
+    [sites.a]\naddresses = [\"192.0.2.1\", \"2001:db8::1\"]\nlocation = { lat = 52.4, lon = 4.9 }\n\
+    [sites.b]\naddresses = [\"192.0.2.2\", \"192.0.2.3\"]\n\
+    [sites.c]\naddresses = [\"192.0.2.4\", \"2001:db8::4\"]\nlocation = { lat = 1.3, lon = 103.8 }\n\
+    [pools.p]\nnames = [\"@\", \"www\"]\nsites = [\"a\", \"b\", \"c\"]\npolicy = \"script\"\n\
+    script = \"sc.rhai\"\nfallback = \"geo\"\nanswers = 2\n";
+
+/// Orders by a hash of the name and site; Japan gets the reverse; 127.0.3.x fails.
+const SCRIPT: &str = r#"
+let out = candidates.filter(|c| c.candidate).map(|c| c.name);
+out.sort(|a, b| hash(query + a) - hash(query + b));
+if client.country == "JP" { out.reverse(); }
+if in_network(client.network, "127.0.3.0/24") { throw "no"; }
+out
+"#;
+
 /// The example zone, the core test zone, and two tenant zones (CNAME and address
 /// answers), with the demo GeoIP database.
 fn load(dir: &Path) -> app::Loaded {
@@ -67,6 +84,10 @@ fn load(dir: &Path) -> app::Loaded {
         .unwrap();
         zones.push(zone);
     }
+    // A script pool: answered from its cache on the fast path once `respond` ran it.
+    std::fs::write(dir.join("sc.test.toml"), SCRIPT_ZONE).unwrap();
+    std::fs::write(dir.join("sc.rhai"), SCRIPT).unwrap();
+    zones.push(dir.join("sc.test.toml"));
     let settings = Settings {
         zones,
         geoip: Some(repo("geoip/demo.mmdb")),
@@ -166,6 +187,9 @@ const NAMES: &[&str] = &[
     "srv.core.test",
     "big.core.test",
     "1.2.0.192.in-addr.core.test",
+    // a script pool
+    "sc.test",
+    "www.sc.test",
     // tenants
     "acme.tenant.cn.test",
     "globex.tenant.cn.test",
@@ -573,6 +597,9 @@ fn fast_path_answers_the_common_shapes() {
         ("Any.Wild.core.test", 1, Some((false, &[]))),
         ("deeper.any.wild.core.test", 28, None),
         ("www.example.net", 1, Some((false, ecs_v4))),
+        // A script pool, from its cache (`check` runs `respond` first).
+        ("WWW.Sc.test", 1, Some((false, ecs_v4))),
+        ("sc.test", 28, Some((true, ecs_v6))),
     ];
     let src: IpAddr = "127.0.3.9".parse().unwrap();
     for (name, qtype, edns) in shapes {

@@ -31,7 +31,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::lookup::{self, Client, MAX_CNAME_CHAIN};
 use super::{Answered, Ecs, MAX_UDP_PAYLOAD, Note};
-use crate::model::TenantAnswer;
+use crate::model::{Policy, TenantAnswer};
 use crate::snapshot::{Node, RrSet, Snapshot, ZoneSnap};
 
 const TYPE_A: u16 = 1;
@@ -499,7 +499,7 @@ impl<'z> Answering<'z, '_> {
             return None;
         }
         if let Some(node) = z.nodes.get(key) {
-            return self.node_answer(node, owner, w);
+            return self.node_answer(node, key, owner, w);
         }
         if let Some(shard) = lookup::tenant_shard(self.zone, key) {
             let sharding = z.sharding.as_ref()?;
@@ -512,14 +512,16 @@ impl<'z> Answering<'z, '_> {
                     w.record(owner, TYPE_CNAME, sharding.tenant_ttl, rdata)?;
                     Some(Step::Follow(shard_name))
                 }
-                TenantAnswer::Address => self.pool_answer(*pool, owner, sharding.tenant_ttl, w),
+                TenantAnswer::Address => {
+                    self.pool_answer(*pool, key, owner, sharding.tenant_ttl, w)
+                }
             };
         }
         // RFC 4592: the wildcard's records, with the question's name as owner.
         if z.has_wildcards
             && let Some(node) = lookup::find_wildcard(z, key)
         {
-            return self.node_answer(node, owner, w);
+            return self.node_answer(node, key, owner, w);
         }
         negative(z, RCODE_NXDOMAIN, w)
     }
@@ -530,6 +532,7 @@ impl<'z> Answering<'z, '_> {
     fn node_answer(
         &mut self,
         node: &'z Node,
+        key: &[u8],
         owner: Owner<'_>,
         w: &mut Writer<'_>,
     ) -> Option<Step<'z>> {
@@ -547,7 +550,7 @@ impl<'z> Answering<'z, '_> {
             };
         }
         if let Some(pool) = node.pool {
-            return self.pool_answer(pool, owner, u32::MAX, w);
+            return self.pool_answer(pool, key, owner, u32::MAX, w);
         }
         let rtype = if self.v4 {
             RecordType::A
@@ -583,10 +586,12 @@ impl<'z> Answering<'z, '_> {
         Some(Step::Done(0))
     }
 
-    /// A pool's addresses (TTLs capped at `ttl_cap`), or NODATA when it has none.
+    /// A pool's addresses (TTLs capped at `ttl_cap`), or NODATA when it has none. `key`
+    /// is the owner's lower-case wire key, which a script pool's cache is keyed by.
     fn pool_answer(
         &mut self,
         pool: crate::model::PoolIdx,
+        key: &[u8],
         owner: Owner<'_>,
         ttl_cap: u32,
         w: &mut Writer<'_>,
@@ -594,7 +599,23 @@ impl<'z> Answering<'z, '_> {
         let mut n = 0;
         let mut picks = crate::policy::Picks::default();
         let (snapshot, zone, v4) = (self.snapshot, self.zone, self.v4);
-        if let Some(pick) = lookup::pick_pool(snapshot, zone, pool, v4, self.client, &mut picks) {
+        // A script pool answers here from its cache only: on a miss (the script must
+        // run, which allocates) or a cached failure, `respond` answers.
+        let pick =
+            if zone.zone.pools.get(usize::from(pool)).map(|d| d.policy) == Some(Policy::Script) {
+                Some(lookup::pick_script_cached(
+                    snapshot,
+                    zone,
+                    pool,
+                    v4,
+                    self.client,
+                    key,
+                    &mut picks,
+                )?)
+            } else {
+                lookup::pick_pool(snapshot, zone, pool, v4, self.client, &[], &mut picks)
+            };
+        if let Some(pick) = pick {
             self.scope = self.scope.max(pick.scope);
             let rtype = if v4 { TYPE_A } else { TYPE_AAAA };
             for (site, ip) in pick.addresses_by_site() {

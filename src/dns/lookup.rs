@@ -68,6 +68,11 @@ impl Client {
     /// section 7.2.1): in bits of the option's family, and possibly longer than the
     /// source prefix (the answer holds for a smaller network than the one asked about).
     /// 0 when the answer does not depend on the client, or not on the option's address.
+    /// Whether the answer is tailored to the ECS option's address.
+    pub fn ecs_used(&self) -> bool {
+        self.scope_shift.is_some()
+    }
+
     pub fn option_scope(&self, scope: u8) -> u8 {
         match self.scope_shift {
             Some(shift) if scope > 0 => scope.saturating_add(shift).min(128),
@@ -299,7 +304,7 @@ fn target_addresses<R: Trace>(
                 for v4 in [true, false] {
                     let mut picks = Picks::default();
                     let Some(pick) =
-                        pick_pool_recorded(snapshot, zone, pool, v4, client, &mut picks, rec)
+                        pick_pool_recorded(snapshot, zone, pool, v4, client, &key, &mut picks, rec)
                     else {
                         continue;
                     };
@@ -644,8 +649,17 @@ fn answer_pool<R: Trace>(
 ) -> bool {
     let mut picks = Picks::default();
     let v4 = qtype == RecordType::A;
-    let Some(pick) = pick_pool_recorded(snapshot, zone, pool_idx, v4, client, &mut picks, rec)
-    else {
+    // Only a script pool reads the name; the others skip making its key.
+    let is_script =
+        zone.zone.pools.get(usize::from(pool_idx)).map(|d| d.policy) == Some(Policy::Script);
+    let qname = if is_script {
+        wire_key(owner)
+    } else {
+        Box::default()
+    };
+    let Some(pick) = pick_pool_recorded(
+        snapshot, zone, pool_idx, v4, client, &qname, &mut picks, rec,
+    ) else {
         return false;
     };
     answer.widen_scope(pick.scope);
@@ -717,19 +731,72 @@ pub(crate) fn pick_pool<'z, 'p>(
     pool_idx: PoolIdx,
     v4: bool,
     client: &Client,
+    qname: &[u8],
     picks: &'p mut Picks,
 ) -> Option<PoolPick<'z, 'p>> {
-    pick_pool_recorded(snapshot, zone, pool_idx, v4, client, picks, &mut NoRecord)
+    pick_pool_recorded(
+        snapshot,
+        zone,
+        pool_idx,
+        v4,
+        client,
+        qname,
+        picks,
+        &mut NoRecord,
+    )
 }
 
-/// `pick_pool`, reporting the pick and the policy's reasons to `rec`.
+/// A script pool's pick from its cache alone, for the fast path: `None` on a miss or a
+/// cached failure (the fast path declines, and `lookup` runs the script or applies the
+/// fallback). Allocates nothing.
+pub(crate) fn pick_script_cached<'z, 'p>(
+    snapshot: &Snapshot,
+    zone: &'z ZoneSnap,
+    pool_idx: PoolIdx,
+    v4: bool,
+    client: &Client,
+    qname: &[u8],
+    picks: &'p mut Picks,
+) -> Option<PoolPick<'z, 'p>> {
+    let z = &zone.zone;
+    let def = z.pools.get(usize::from(pool_idx))?;
+    let cache = zone
+        .pools
+        .pools
+        .get(usize::from(pool_idx))?
+        .script_cache
+        .as_ref()?;
+    let (_, prefix) = client.locate(snapshot);
+    picks.clear();
+    let key = crate::script::cache::Key {
+        network: crate::script::network_of(client.addr, prefix),
+        prefix,
+        ecs: client.ecs_used(),
+        v4,
+        name: qname,
+    };
+    cache.get(&key, picks, def.answers)?.ok()?;
+    Some(PoolPick {
+        picks,
+        sites: &z.sites,
+        want: def.answers,
+        v4,
+        ttl: def.ttl,
+        scope: prefix,
+    })
+}
+
+/// `pick_pool`, reporting the pick and the policy's reasons to `rec`. `qname` is the
+/// name asked (lower-case wire format), which only a script pool reads.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pick_pool_recorded<'z, 'p, R: Trace>(
     snapshot: &Snapshot,
     zone: &'z ZoneSnap,
     pool_idx: PoolIdx,
     v4: bool,
     client: &Client,
+    qname: &[u8],
     picks: &'p mut Picks,
     rec: &mut R,
 ) -> Option<PoolPick<'z, 'p>> {
@@ -743,12 +810,34 @@ pub(crate) fn pick_pool_recorded<'z, 'p, R: Trace>(
     }
     let want = def.answers;
     let mut scope = 0;
-    match def.policy {
+    let mut policy = def.policy;
+    if policy == Policy::Script {
+        // The script sees the client's GeoIP network, not its address: the answer
+        // holds for that network, like geo's.
+        let (place, prefix_len) = client.locate(snapshot);
+        scope = prefix_len;
+        let call = crate::script::Call {
+            zone,
+            pool: pool_idx,
+            v4,
+            cands,
+            place,
+            addr: client.addr,
+            prefix: prefix_len,
+            ecs: client.ecs_used(),
+            qname,
+        };
+        if let Err(fallback) = crate::script::order_recorded(&call, want, picks, rec) {
+            picks.clear();
+            policy = fallback;
+        }
+    }
+    match policy {
         Policy::Geo => {
             let (place, prefix_len) = client.locate(snapshot);
             policy::geo::order_recorded(cands, &z.facts, place, want, picks, rec);
             // RFC 7871 section 7.2.1: the answer holds for the whole GeoIP network.
-            scope = prefix_len;
+            scope = scope.max(prefix_len);
         }
         Policy::Weighted => policy::weighted::order_recorded(cands, &z.facts, want, picks, rec),
         Policy::RoundRobin => {
@@ -758,11 +847,13 @@ pub(crate) fn pick_pool_recorded<'z, 'p, R: Trace>(
         Policy::Hash => {
             let key = policy::hash::client_key(client.addr);
             policy::hash::order_recorded(cands, &z.facts, key, want, picks, rec);
-            scope = match client.addr {
+            scope = scope.max(match client.addr {
                 IpAddr::V4(_) => policy::hash::V4_PREFIX,
                 IpAddr::V6(_) => policy::hash::V6_PREFIX,
-            };
+            });
         }
+        // Decided above (a fallback is never `Script`).
+        Policy::Script => {}
     }
     let pick = PoolPick {
         picks,

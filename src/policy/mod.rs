@@ -67,6 +67,8 @@ pub trait Recorder {
     fn score(&mut self, _site: SiteIdx, _score: u64) {}
     /// Round-robin: the offset in the candidates the rotation starts at.
     fn rotation(&mut self, _start: usize) {}
+    /// Script: the run's outcome (the order it gave, or why the pool fell back).
+    fn script(&mut self, _report: &crate::script::Report) {}
 }
 
 /// The recorder of the query path: records nothing, costs nothing.
