@@ -830,6 +830,12 @@ struct Compiler {
     health: HashMap<TargetKey, Health>,
     probes: Option<Probes>,
     health_rx: mpsc::UnboundedReceiver<HealthEvent>,
+    /// Latency and reported weights from the probes (`health::Signal`).
+    signal_rx: mpsc::UnboundedReceiver<health::Signal>,
+    signals: crate::live::Signals,
+    /// Whether the inputs applied since the last publish changed anything (a latency
+    /// that reorders no pool does not).
+    publish_pending: bool,
     board: Arc<HealthBoard>,
     overrides: Overrides,
     shown_overrides: Arc<std::sync::Mutex<Overrides>>,
@@ -1221,6 +1227,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
     let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
     let board = Arc::new(HealthBoard::new());
     let (_, health_rx) = mpsc::unbounded_channel();
+    let (_, signal_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(Stats::default());
     let shown_overrides = Arc::new(std::sync::Mutex::new(overrides.clone()));
     let tenant_index: TenantIndex = Arc::default();
@@ -1249,6 +1256,9 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         health: HashMap::new(),
         probes: None,
         health_rx,
+        signal_rx,
+        signals: crate::live::Signals::default(),
+        publish_pending: false,
         board: board.clone(),
         overrides,
         state_dir,
@@ -1277,6 +1287,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
 enum Input {
     Control(Event),
     Health(HealthEvent),
+    Signal(health::Signal),
     Reloaded(Reloaded),
 }
 
@@ -1289,6 +1300,7 @@ impl Compiler {
                     None => return,
                 },
                 Some(event) = self.health_rx.recv() => Input::Health(event),
+                Some(signal) = self.signal_rx.recv() => Input::Signal(signal),
                 Some(done) = self.reload_rx.recv() => Input::Reloaded(done),
             };
             self.apply(input);
@@ -1298,11 +1310,15 @@ impl Compiler {
                     self.apply(Input::Control(event));
                 } else if let Ok(event) = self.health_rx.try_recv() {
                     self.apply(Input::Health(event));
+                } else if let Ok(signal) = self.signal_rx.try_recv() {
+                    self.apply(Input::Signal(signal));
                 } else {
                     break;
                 }
             }
-            self.publish();
+            if std::mem::take(&mut self.publish_pending) {
+                self.publish();
+            }
             if let Some(retired) = self.retired.take() {
                 tokio::task::spawn_blocking(move || free_retired(retired));
             }
@@ -1310,7 +1326,17 @@ impl Compiler {
     }
 
     fn apply(&mut self, input: Input) {
+        // Every input but a signal that changes no pool publishes a snapshot.
+        if let Input::Signal(signal) = input {
+            if self.signals.observe(signal, &self.statics) {
+                self.pools_dirty = true;
+                self.publish_pending = true;
+            }
+            return;
+        }
+        self.publish_pending = true;
         match input {
+            Input::Signal(_) => {}
             Input::Control(Event::Reload(reply)) => {
                 if self.reload_running {
                     self.reload_waiting.push(reply);
@@ -1440,11 +1466,14 @@ impl Compiler {
     /// and their channel goes with them.
     fn spawn_probes(&mut self, targets: Vec<ProbeTarget>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         self.probes = None;
         self.health_rx = rx;
+        self.signal_rx = signal_rx;
         self.probing = targets.iter().map(|t| t.key).collect();
         let options = health::ProbeOptions {
             source: self.settings.probe_source,
+            signals: Some(signal_tx),
             ..health::ProbeOptions::default()
         };
         self.probes = Some(health::spawn_probes_with(
@@ -1593,9 +1622,20 @@ impl Compiler {
                     }
                 }
                 let carried = self.targets_by_identity();
+                let carried_signals: HashMap<String, crate::live::Carried> =
+                    probe_targets(&self.loaded.model)
+                        .iter()
+                        .map(|t| (identity(t), self.signals.carried(t.key)))
+                        .collect();
                 let old_loaded = std::mem::replace(&mut self.loaded, loaded);
                 let old_statics = self.statics.clone();
                 self.install_model(carried, statics);
+                let rekeyed: Vec<(TargetKey, crate::live::Carried)> =
+                    probe_targets(&self.loaded.model)
+                        .iter()
+                        .filter_map(|t| carried_signals.get(&identity(t)).map(|c| (t.key, *c)))
+                        .collect();
+                self.signals.reset(rekeyed, &self.statics);
                 self.retired = Some((old_loaded, old_statics));
                 self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(zones = summary.zones, names = summary.names, "reload ok");
@@ -1704,7 +1744,8 @@ impl Compiler {
                 .enumerate()
                 .map(|(zone_idx, zone)| {
                     let states = self.site_states(zone_idx, zone);
-                    let pools = snapshot::compile_pools(zone, &states);
+                    let live = self.signals.live(zone_idx, zone);
+                    let pools = snapshot::compile_pools_live(zone, &states, live);
                     self.note_all_down(zone_idx, zone, &pools);
                     (Arc::new(pools), states.into())
                 })
@@ -1764,6 +1805,9 @@ fn probe_targets(model: &Model) -> Vec<ProbeTarget> {
         let zone_name = zone_name(zone);
         for (site_idx, site) in zone.sites.iter().enumerate() {
             let Some(check) = &site.check else { continue };
+            let track_latency = zone.pools.iter().any(|p| {
+                p.policy == crate::model::Policy::Fastest && p.sites.contains(&(site_idx as u16))
+            });
             let addrs = site
                 .v4
                 .iter()
@@ -1779,6 +1823,7 @@ fn probe_targets(model: &Model) -> Vec<ProbeTarget> {
                 site: site.name.clone(),
                 check: check.clone(),
                 addrs,
+                track_latency,
             });
         }
     }
