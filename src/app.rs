@@ -1332,9 +1332,21 @@ impl Compiler {
                 self.pools_dirty = true;
                 self.publish_pending = true;
             }
+            // In a fleet, this node's latency goes to the others (the fleet writes it
+            // only when it moved), for the median that orders `fastest` pools.
+            if signal.latency.is_some()
+                && let Some(health) = self.health.get(&signal.key).copied()
+                && let (Some(out), Some(verdict)) =
+                    (&self.health_out, self.verdict(signal.key, health))
+            {
+                let _ = out.send(verdict);
+            }
             return;
         }
-        self.publish_pending = true;
+        // A fleet view whose only news is latency publishes only if it reorders.
+        if !matches!(input, Input::Control(Event::FleetHealth(_))) {
+            self.publish_pending = true;
+        }
         match input {
             Input::Signal(_) => {}
             Input::Control(Event::Reload(reply)) => {
@@ -1385,9 +1397,19 @@ impl Compiler {
                 }
             }
             Input::Control(Event::FleetHealth(view)) => {
+                let health_changed = self.fleet_health.as_ref().is_none_or(|old| {
+                    (old.connected, &old.me, &old.live, &old.verdicts)
+                        != (view.connected, &view.me, &view.live, &view.verdicts)
+                });
                 self.fleet_health = Some(view);
-                self.pools_dirty = true;
-                self.replan_probes();
+                if health_changed {
+                    self.pools_dirty = true;
+                    self.publish_pending = true;
+                    self.replan_probes();
+                }
+                if self.fleet_latencies() {
+                    self.publish_pending = true;
+                }
             }
             Input::Control(Event::WatchHealth(out)) => {
                 for (key, health) in &self.health {
@@ -1532,6 +1554,30 @@ impl Compiler {
         self.pools_dirty = true;
     }
 
+    /// In a connected fleet: the median of the probers' latencies to each site of a
+    /// `fastest` pool, which then orders it instead of this node's own.
+    fn fleet_latencies(&mut self) -> bool {
+        let mut medians = HashMap::new();
+        if let Some(view) = self.fleet_health.as_ref().filter(|v| v.connected) {
+            for target in probe_targets(&self.loaded.model) {
+                if !target.track_latency {
+                    continue;
+                }
+                let probers = view.probers(&target.zone, &target.site, target.check.probers);
+                if let Some(median) =
+                    view.median_latency(&target.zone, &target.site, probers.as_deref())
+                {
+                    medians.insert(target.key, median);
+                }
+            }
+        }
+        let reordered = self.signals.set_fleet_latency(medians, &self.statics);
+        if reordered {
+            self.pools_dirty = true;
+        }
+        reordered
+    }
+
     /// A verdict of this node's, named for the fleet.
     fn verdict(&self, key: TargetKey, health: Health) -> Option<crate::fleet::LocalVerdict> {
         let zone = self.loaded.model.zones.get(key.zone as usize)?;
@@ -1540,6 +1586,7 @@ impl Compiler {
             zone: zone_name(zone),
             site: site.name.clone(),
             health,
+            latency: self.signals.local_latency(key),
         })
     }
 
@@ -1636,6 +1683,8 @@ impl Compiler {
                         .filter_map(|t| carried_signals.get(&identity(t)).map(|c| (t.key, *c)))
                         .collect();
                 self.signals.reset(rekeyed, &self.statics);
+                self.fleet_latencies();
+                self.pools_dirty = true;
                 self.retired = Some((old_loaded, old_statics));
                 self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(zones = summary.zones, names = summary.names, "reload ok");
