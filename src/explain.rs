@@ -620,13 +620,15 @@ pub fn render(v: &Value) -> String {
         let policy = pool["policy"].as_str().unwrap_or("");
         let metric = match policy {
             "geo" => "DISTANCE_KM",
-            "weighted" => "WEIGHT (SHARE)",
+            "weighted" | "least-loaded" => "WEIGHT (SHARE)",
             "hash" => "SCORE",
+            "fastest" => "LATENCY_MS",
             _ => "",
         };
         let value = |site: &Value| match policy {
             "geo" => text(&site["distance_km"]),
-            "weighted" => match site["share"].as_f64() {
+            "fastest" => text(&site["latency_ms"]),
+            "weighted" | "least-loaded" => match site["share"].as_f64() {
                 Some(share) => format!("{} ({:.1}%)", text(&site["weight"]), share * 100.0),
                 None => text(&site["weight"]),
             },
