@@ -179,3 +179,74 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn statics() -> Vec<Arc<StaticZone>> {
+        let text = "[zone]\norigin = \"sig.test\"\nns = [\"ns1\"]\n[checks.web]\nkind = \"http\"\nweight_header = \"X-Weight\"\n[sites.a]\naddresses = [\"192.0.2.1\"]\ncheck = \"web\"\n[sites.b]\naddresses = [\"192.0.2.2\"]\ncheck = \"web\"\n[sites.c]\naddresses = [\"192.0.2.3\"]\ncheck = \"web\"\n[pools.fast]\nnames = [\"fast\"]\nsites = [\"a\", \"b\"]\npolicy = \"fastest\"\n[pools.load]\nnames = [\"load\"]\nsites = [\"b\", \"c\"]\npolicy = \"least-loaded\"\n";
+        let dir = std::env::temp_dir().join(format!("geolb-signals-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sig.test.toml");
+        std::fs::write(&file, text).unwrap();
+        let model = crate::model::Model::load(&[file]).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let zone = &model.zones[0];
+        vec![Arc::new(crate::snapshot::compile_static(
+            zone,
+            zone.records.clone(),
+        ))]
+    }
+
+    fn signal(site: u32, latency_ms: Option<u64>, weight: Option<u32>) -> Signal {
+        Signal {
+            key: TargetKey { zone: 0, site },
+            latency: latency_ms.map(Duration::from_millis),
+            weight,
+        }
+    }
+
+    #[test]
+    fn only_changes_that_move_a_pool_recompile() {
+        let statics = statics();
+        let mut s = Signals::default();
+        // a's first latency puts it ahead of unmeasured b: a new order.
+        assert!(s.observe(signal(0, Some(50), None), &statics));
+        assert_eq!(s.live(0, &statics[0]).order(0), &[0, 1]);
+        // b measured slower: same order.
+        assert!(!s.observe(signal(1, Some(80), None), &statics));
+        // b a little faster than a: within the margin, nothing changes.
+        assert!(!s.observe(signal(1, Some(47), None), &statics));
+        // b clearly faster: reordered.
+        assert!(s.observe(signal(1, Some(30), None), &statics));
+        assert_eq!(s.live(0, &statics[0]).order(0), &[1, 0]);
+        // A weight from b (in the least-loaded pool) recompiles; the same again does not.
+        assert!(s.observe(signal(1, Some(30), Some(5)), &statics));
+        assert!(!s.observe(signal(1, Some(30), Some(5)), &statics));
+        // a is in no least-loaded pool: its weight changes nothing compiled.
+        assert!(!s.observe(signal(0, Some(50), Some(9)), &statics));
+        let live = s.live(0, &statics[0]);
+        assert_eq!(&*live.weights, &[Some(9), Some(5), None]);
+        assert_eq!(live.latency(1), Some(Duration::from_millis(30)));
+    }
+
+    #[test]
+    fn the_fleet_median_orders_in_place_of_the_local_latency() {
+        let statics = statics();
+        let mut s = Signals::default();
+        s.observe(signal(0, Some(10), None), &statics);
+        s.observe(signal(1, Some(100), None), &statics);
+        assert_eq!(s.live(0, &statics[0]).order(0), &[0, 1]);
+        let key = |site| TargetKey { zone: 0, site };
+        let medians = HashMap::from([(key(0), Duration::from_millis(200))]);
+        assert!(s.set_fleet_latency(medians.clone(), &statics));
+        assert_eq!(s.live(0, &statics[0]).order(0), &[1, 0]);
+        assert!(!s.set_fleet_latency(medians, &statics));
+        // Carried over a reload, orders start afresh from the carried latencies.
+        let carried = [(key(0), s.carried(key(0))), (key(1), s.carried(key(1)))];
+        s.reset(carried, &statics);
+        assert_eq!(s.live(0, &statics[0]).order(0), &[0, 1]);
+    }
+}
