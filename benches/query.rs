@@ -287,5 +287,92 @@ fn message_do(name: &str, subnet: &str) -> Vec<u8> {
     m.to_vec().unwrap_or_else(|e| panic!("{e}"))
 }
 
-criterion_group!(benches, query_path, peer_shapes, rate_limit, signed);
+/// The live-signal policies on the fast path beside geo, over the same three sites:
+/// `fastest` with its candidates compiled in latency order, `least-loaded` with the
+/// weights the backends reported (as the compiler builds them from probe signals).
+fn live_policies(c: &mut Criterion) {
+    use geolb::snapshot::{Live, Snapshot, ZoneSnap, compile_pools_live};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut zone = String::from(
+        "[zone]\norigin = \"live.test\"\nns = [\"ns1\"]\n\
+         [checks.web]\nkind = \"http\"\nweight_header = \"X-Weight\"\n",
+    );
+    for (name, addr, lat, lon) in [
+        ("ams1", "192.0.2.10", 52.37, 4.90),
+        ("nyc1", "198.51.100.10", 40.71, -74.01),
+        ("sin1", "203.0.113.10", 1.35, 103.82),
+    ] {
+        zone.push_str(&format!(
+            "[sites.{name}]\naddresses = [\"{addr}\"]\nlocation = {{ lat = {lat}, lon = {lon} }}\ncheck = \"web\"\n"
+        ));
+    }
+    for (pool, policy) in [
+        ("geo", "geo"),
+        ("fast", "fastest"),
+        ("load", "least-loaded"),
+    ] {
+        zone.push_str(&format!(
+            "[pools.{pool}]\nnames = [\"{pool}\"]\nsites = [\"ams1\", \"nyc1\", \"sin1\"]\npolicy = \"{policy}\"\nanswers = 2\n"
+        ));
+    }
+    std::fs::write(dir.path().join("live.test.toml"), zone).unwrap_or_else(|e| panic!("{e}"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let settings = Settings {
+        zones: vec![dir.path().to_path_buf()],
+        geoip: Some(root.join("geoip/demo.mmdb")),
+        ..Settings::default()
+    };
+    let loaded = app::load(&settings).unwrap_or_else(|e| panic!("{e}"));
+    let all_up = app::snapshot_all_up(&loaded);
+    let live = Live {
+        latency: [12, 3, 40].map(|ms| Some(Duration::from_millis(ms))).into(),
+        weights: [Some(300), Some(100), None].into(),
+        orders: [Box::from([]), Box::from([1, 0, 2]), Box::from([])].into(),
+    };
+    let zones = all_up
+        .zones
+        .iter()
+        .map(|z| ZoneSnap {
+            pools: Arc::new(compile_pools_live(&z.zone, &z.states, live.clone())),
+            ..z.clone()
+        })
+        .collect();
+    let snapshot = Snapshot::new(zones, all_up.geo.clone());
+    let src: IpAddr = [127, 0, 0, 1].into();
+    let cases = [
+        ("geo_a_ecs", message("geo.live.test.", Some("127.0.1.0/24"))),
+        (
+            "fastest_a_ecs",
+            message("fast.live.test.", Some("127.0.1.0/24")),
+        ),
+        (
+            "least_loaded_a_ecs",
+            message("load.live.test.", Some("127.0.1.0/24")),
+        ),
+    ];
+    let mut out = vec![0u8; usize::from(dns::MAX_UDP_PAYLOAD)];
+    let mut group = c.benchmark_group("live_policies");
+    for (label, bytes) in &cases {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let reply = fast_respond(&snapshot, bytes, src, &mut out);
+        let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+        assert!(reply.is_some(), "the fast path declined {label}");
+        println!("allocations per query, fast path, {label}: {allocations}");
+        group.bench_function(*label, |b| {
+            b.iter(|| fast_respond(black_box(&snapshot), black_box(bytes), src, &mut out))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    query_path,
+    peer_shapes,
+    rate_limit,
+    signed,
+    live_policies
+);
 criterion_main!(benches);

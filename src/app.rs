@@ -830,6 +830,12 @@ struct Compiler {
     health: HashMap<TargetKey, Health>,
     probes: Option<Probes>,
     health_rx: mpsc::UnboundedReceiver<HealthEvent>,
+    /// Latency and reported weights from the probes (`health::Signal`).
+    signal_rx: mpsc::UnboundedReceiver<health::Signal>,
+    signals: crate::live::Signals,
+    /// Whether the inputs applied since the last publish changed anything (a latency
+    /// that reorders no pool does not).
+    publish_pending: bool,
     board: Arc<HealthBoard>,
     overrides: Overrides,
     shown_overrides: Arc<std::sync::Mutex<Overrides>>,
@@ -1223,6 +1229,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
     let shared: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::empty()));
     let board = Arc::new(HealthBoard::new());
     let (_, health_rx) = mpsc::unbounded_channel();
+    let (_, signal_rx) = mpsc::unbounded_channel();
     let stats = Arc::new(Stats::default());
     let shown_overrides = Arc::new(std::sync::Mutex::new(overrides.clone()));
     let tenant_index: TenantIndex = Arc::default();
@@ -1251,6 +1258,9 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
         health: HashMap::new(),
         probes: None,
         health_rx,
+        signal_rx,
+        signals: crate::live::Signals::default(),
+        publish_pending: false,
         board: board.clone(),
         overrides,
         state_dir,
@@ -1279,6 +1289,7 @@ pub fn start(settings: Settings, loaded: Loaded) -> Result<Control, ControlError
 enum Input {
     Control(Event),
     Health(HealthEvent),
+    Signal(health::Signal),
     Reloaded(Reloaded),
 }
 
@@ -1291,6 +1302,7 @@ impl Compiler {
                     None => return,
                 },
                 Some(event) = self.health_rx.recv() => Input::Health(event),
+                Some(signal) = self.signal_rx.recv() => Input::Signal(signal),
                 Some(done) = self.reload_rx.recv() => Input::Reloaded(done),
             };
             self.apply(input);
@@ -1300,11 +1312,15 @@ impl Compiler {
                     self.apply(Input::Control(event));
                 } else if let Ok(event) = self.health_rx.try_recv() {
                     self.apply(Input::Health(event));
+                } else if let Ok(signal) = self.signal_rx.try_recv() {
+                    self.apply(Input::Signal(signal));
                 } else {
                     break;
                 }
             }
-            self.publish();
+            if std::mem::take(&mut self.publish_pending) {
+                self.publish();
+            }
             if let Some(retired) = self.retired.take() {
                 tokio::task::spawn_blocking(move || free_retired(retired));
             }
@@ -1312,7 +1328,29 @@ impl Compiler {
     }
 
     fn apply(&mut self, input: Input) {
+        // Every input but a signal that changes no pool publishes a snapshot.
+        if let Input::Signal(signal) = input {
+            if self.signals.observe(signal, &self.statics) {
+                self.pools_dirty = true;
+                self.publish_pending = true;
+            }
+            // In a fleet, this node's latency goes to the others (the fleet writes it
+            // only when it moved), for the median that orders `fastest` pools.
+            if signal.latency.is_some()
+                && let Some(health) = self.health.get(&signal.key).copied()
+                && let (Some(out), Some(verdict)) =
+                    (&self.health_out, self.verdict(signal.key, health))
+            {
+                let _ = out.send(verdict);
+            }
+            return;
+        }
+        // A fleet view whose only news is latency publishes only if it reorders.
+        if !matches!(input, Input::Control(Event::FleetHealth(_))) {
+            self.publish_pending = true;
+        }
         match input {
+            Input::Signal(_) => {}
             Input::Control(Event::Reload(reply)) => {
                 if self.reload_running {
                     self.reload_waiting.push(reply);
@@ -1361,9 +1399,19 @@ impl Compiler {
                 }
             }
             Input::Control(Event::FleetHealth(view)) => {
+                let health_changed = self.fleet_health.as_ref().is_none_or(|old| {
+                    (old.connected, &old.me, &old.live, &old.verdicts)
+                        != (view.connected, &view.me, &view.live, &view.verdicts)
+                });
                 self.fleet_health = Some(view);
-                self.pools_dirty = true;
-                self.replan_probes();
+                if health_changed {
+                    self.pools_dirty = true;
+                    self.publish_pending = true;
+                    self.replan_probes();
+                }
+                if self.fleet_latencies() {
+                    self.publish_pending = true;
+                }
             }
             Input::Control(Event::WatchHealth(out)) => {
                 for (key, health) in &self.health {
@@ -1442,11 +1490,14 @@ impl Compiler {
     /// and their channel goes with them.
     fn spawn_probes(&mut self, targets: Vec<ProbeTarget>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (signal_tx, signal_rx) = mpsc::unbounded_channel();
         self.probes = None;
         self.health_rx = rx;
+        self.signal_rx = signal_rx;
         self.probing = targets.iter().map(|t| t.key).collect();
         let options = health::ProbeOptions {
             source: self.settings.probe_source,
+            signals: Some(signal_tx),
             ..health::ProbeOptions::default()
         };
         self.probes = Some(health::spawn_probes_with(
@@ -1505,6 +1556,30 @@ impl Compiler {
         self.pools_dirty = true;
     }
 
+    /// In a connected fleet: the median of the probers' latencies to each site of a
+    /// `fastest` pool, which then orders it instead of this node's own.
+    fn fleet_latencies(&mut self) -> bool {
+        let mut medians = HashMap::new();
+        if let Some(view) = self.fleet_health.as_ref().filter(|v| v.connected) {
+            for target in probe_targets(&self.loaded.model) {
+                if !target.track_latency {
+                    continue;
+                }
+                let probers = view.probers(&target.zone, &target.site, target.check.probers);
+                if let Some(median) =
+                    view.median_latency(&target.zone, &target.site, probers.as_deref())
+                {
+                    medians.insert(target.key, median);
+                }
+            }
+        }
+        let reordered = self.signals.set_fleet_latency(medians, &self.statics);
+        if reordered {
+            self.pools_dirty = true;
+        }
+        reordered
+    }
+
     /// A verdict of this node's, named for the fleet.
     fn verdict(&self, key: TargetKey, health: Health) -> Option<crate::fleet::LocalVerdict> {
         let zone = self.loaded.model.zones.get(key.zone as usize)?;
@@ -1513,6 +1588,7 @@ impl Compiler {
             zone: zone_name(zone),
             site: site.name.clone(),
             health,
+            latency: self.signals.local_latency(key),
         })
     }
 
@@ -1595,9 +1671,22 @@ impl Compiler {
                     }
                 }
                 let carried = self.targets_by_identity();
+                let carried_signals: HashMap<String, crate::live::Carried> =
+                    probe_targets(&self.loaded.model)
+                        .iter()
+                        .map(|t| (identity(t), self.signals.carried(t.key)))
+                        .collect();
                 let old_loaded = std::mem::replace(&mut self.loaded, loaded);
                 let old_statics = self.statics.clone();
                 self.install_model(carried, statics);
+                let rekeyed: Vec<(TargetKey, crate::live::Carried)> =
+                    probe_targets(&self.loaded.model)
+                        .iter()
+                        .filter_map(|t| carried_signals.get(&identity(t)).map(|c| (t.key, *c)))
+                        .collect();
+                self.signals.reset(rekeyed, &self.statics);
+                self.fleet_latencies();
+                self.pools_dirty = true;
                 self.retired = Some((old_loaded, old_statics));
                 self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(zones = summary.zones, names = summary.names, "reload ok");
@@ -1706,7 +1795,8 @@ impl Compiler {
                 .enumerate()
                 .map(|(zone_idx, zone)| {
                     let states = self.site_states(zone_idx, zone);
-                    let pools = snapshot::compile_pools(zone, &states);
+                    let live = self.signals.live(zone_idx, zone);
+                    let pools = snapshot::compile_pools_live(zone, &states, live);
                     self.note_all_down(zone_idx, zone, &pools);
                     (Arc::new(pools), states.into())
                 })
@@ -1766,6 +1856,9 @@ fn probe_targets(model: &Model) -> Vec<ProbeTarget> {
         let zone_name = zone_name(zone);
         for (site_idx, site) in zone.sites.iter().enumerate() {
             let Some(check) = &site.check else { continue };
+            let track_latency = zone.pools.iter().any(|p| {
+                p.policy == crate::model::Policy::Fastest && p.sites.contains(&(site_idx as u16))
+            });
             let addrs = site
                 .v4
                 .iter()
@@ -1781,6 +1874,7 @@ fn probe_targets(model: &Model) -> Vec<ProbeTarget> {
                 site: site.name.clone(),
                 check: check.clone(),
                 addrs,
+                track_latency,
             });
         }
     }

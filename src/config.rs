@@ -238,6 +238,7 @@ pub struct RawCheck {
     pub insecure: Option<Spanned<bool>>,
     pub quorum: Option<Spanned<String>>,
     pub probers: Option<Spanned<i64>>,
+    pub weight_header: Option<Spanned<String>>,
 }
 
 /// A pool, or a shard (the same keys without `names`).
@@ -340,6 +341,7 @@ const CHECK: Schema = Schema {
         ("insecure", Shape::Leaf),
         ("quorum", Shape::Leaf),
         ("probers", Shape::Leaf),
+        ("weight_header", Shape::Leaf),
     ],
 };
 const POOL: Schema = Schema {

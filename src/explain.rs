@@ -287,10 +287,35 @@ fn pool_report(snapshot: &Snapshot, step: &PoolStep, overrides: &Overrides) -> O
                     json!(score.map(|(_, score)| format!("{score:016x}"))),
                 );
             }
+            Policy::Fastest => {
+                let latency = zone.pools.live.latency(idx);
+                site.insert("latency_ms".into(), json!(latency.map(ms)));
+                let place = zone
+                    .pools
+                    .live
+                    .order(usize::from(step.pool))
+                    .iter()
+                    .position(|&s| s == idx)
+                    .map(|p| p + 1);
+                site.insert("latency_rank".into(), json!(place));
+            }
+            Policy::LeastLoaded => {
+                let reported = zone.pools.live.reported_weight(idx);
+                let configured = z.facts.get(usize::from(idx)).map(|f| f.weight);
+                site.insert("reported_weight".into(), json!(reported));
+                site.insert("configured_weight".into(), json!(configured));
+                let drawn = step.weights.iter().find(|(s, _)| *s == idx);
+                site.insert("weight".into(), json!(drawn.map(|(_, w)| *w)));
+                let share = drawn
+                    .filter(|_| total_weight > 0)
+                    .map(|(_, w)| (*w as f64 / total_weight as f64 * 1000.0).round() / 1000.0);
+                site.insert("share".into(), json!(share));
+            }
             Policy::RoundRobin | Policy::Failover | Policy::Script => {}
         }
         let failed_closed = admissions.all_down && def.when_all_down == AllDown::None;
-        let reason = site_reason(step, def.answers, failed_closed, idx, admission, ov);
+        let live = live_reason(zone, step.pool, def.policy, idx);
+        let reason = site_reason(step, def.answers, failed_closed, idx, admission, ov, live);
         site.insert("reason".into(), json!(reason));
         sites.push(Value::Object(site));
     }
@@ -337,6 +362,66 @@ fn script_report(report: &crate::script::Report) -> Value {
     })
 }
 
+/// Milliseconds, to the microsecond.
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// How a live-signal policy placed a site, from the signals its pool was compiled
+/// from: its latency and what hysteresis kept (`fastest`), or where its weight came
+/// from (`least-loaded`).
+fn live_reason(zone: &ZoneSnap, pool: PoolIdx, policy: Policy, site: SiteIdx) -> Option<String> {
+    let live = &zone.pools.live;
+    let name = |s: SiteIdx| {
+        zone.zone
+            .sites
+            .get(usize::from(s))
+            .map_or_else(String::new, |s| s.name.clone())
+    };
+    match policy {
+        Policy::Fastest => {
+            let Some(latency) = live.latency(site) else {
+                return Some(
+                    "no probe latency yet: after the measured sites, in configured order".into(),
+                );
+            };
+            let order = live.order(usize::from(pool));
+            let place = order.iter().position(|&s| s == site).unwrap_or(order.len());
+            let before = order.get(..place).unwrap_or_default();
+            let after = order.get(place + 1..).unwrap_or_default();
+            // A site ahead of a faster one holds its place by hysteresis, and the
+            // other way round.
+            let kept = after
+                .iter()
+                .find(|&&s| live.latency(s).is_some_and(|l| l < latency));
+            let held = before
+                .iter()
+                .find(|&&s| live.latency(s).is_some_and(|l| l > latency));
+            let margin = ms(crate::policy::fastest::margin(latency));
+            Some(match (kept, held) {
+                (Some(&s), _) => format!(
+                    "latency {} ms; kept ahead of {} ({} ms) by hysteresis: a site must be faster by more than 10% and 1 ms to take a place",
+                    ms(latency),
+                    name(s),
+                    live.latency(s).map_or(0.0, ms)
+                ),
+                (None, Some(&s)) => format!(
+                    "latency {} ms; behind {} ({} ms), which keeps its place until beaten by more than {margin} ms",
+                    ms(latency),
+                    name(s),
+                    live.latency(s).map_or(0.0, ms)
+                ),
+                (None, None) => format!("latency order: {} ms", ms(latency)),
+            })
+        }
+        Policy::LeastLoaded => Some(match live.reported_weight(site) {
+            Some(w) => format!("drawn at random by weight {w}, reported by the backend"),
+            None => "drawn at random by the configured weight (no weight reported)".into(),
+        }),
+        _ => None,
+    }
+}
+
 /// Why a site was answered or skipped, in words.
 fn site_reason(
     step: &PoolStep,
@@ -345,6 +430,7 @@ fn site_reason(
     site: SiteIdx,
     admission: Admission,
     ov: Option<Override>,
+    live: Option<String>,
 ) -> String {
     let rank = step.order.iter().position(|&s| s == site).map(|r| r + 1);
     let answered = step.answered.iter().any(|(s, _)| *s == site);
@@ -352,6 +438,9 @@ fn site_reason(
     match admission {
         Admission::NoAddress => format!("skipped: no {family} address"),
         Admission::Drained => "skipped: drained (never answered, even when failing open)".into(),
+        Admission::ZeroWeight => {
+            "skipped: the backend reports weight 0 (drained by its own report; not down)".into()
+        }
         Admission::Down => {
             let why = match ov {
                 Some(Override::Down) => "overridden down",
@@ -398,6 +487,7 @@ fn site_reason(
                 (None, None) if !step.scores.is_empty() => "by score, highest first".to_string(),
                 (None, None) => "configured order".to_string(),
             };
+            let how = live.unwrap_or(how);
             match (rank, answered) {
                 (Some(rank), true) => format!("{up}{open}answered (rank {rank}: {how})"),
                 (Some(rank), false) => format!(
@@ -562,13 +652,15 @@ pub fn render(v: &Value) -> String {
         let policy = pool["policy"].as_str().unwrap_or("");
         let metric = match policy {
             "geo" => "DISTANCE_KM",
-            "weighted" => "WEIGHT (SHARE)",
+            "weighted" | "least-loaded" => "WEIGHT (SHARE)",
             "hash" => "SCORE",
+            "fastest" => "LATENCY_MS",
             _ => "",
         };
         let value = |site: &Value| match policy {
             "geo" => text(&site["distance_km"]),
-            "weighted" => match site["share"].as_f64() {
+            "fastest" => text(&site["latency_ms"]),
+            "weighted" | "least-loaded" => match site["share"].as_f64() {
                 Some(share) => format!("{} ({:.1}%)", text(&site["weight"]), share * 100.0),
                 None => text(&site["weight"]),
             },

@@ -4,9 +4,10 @@
 //! - `config`: raw TOML structs and located errors.
 //! - `model`: validated zones, sites, checks, pools, shards.
 //! - `geo`: where is this client (MaxMind DB).
-//! - `policy`: geo, weighted, round-robin, failover, hash: pure ordering functions.
+//! - `policy`: geo, weighted, round-robin, failover, hash, fastest, least-loaded: pure ordering functions.
 //! - `script`: `policy = "script"`: sandboxed Rhai pool scripts and their decision cache.
 //! - `health`: probes and their rise/fall state machines.
+//! - `live`: probe latencies and reported weights as the compiler keeps them.
 //! - `tenants`: tenant maps, their journal, and the shared tenant table.
 //! - `snapshot`: the immutable, compiled view a query reads.
 //! - `dns`: the answer to one query, from bytes to bytes.
@@ -31,6 +32,7 @@ pub mod explain;
 pub mod fleet;
 pub mod geo;
 pub mod health;
+pub mod live;
 pub mod memory;
 pub mod metrics;
 pub mod model;

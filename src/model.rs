@@ -94,6 +94,10 @@ pub enum Policy {
     Hash,
     /// An operator's script (`script::Script`, on the pool).
     Script,
+    /// Up sites ordered by this server's recent probe latency (`policy::fastest`).
+    Fastest,
+    /// Weighted over the weights the backends report (`weight_header`).
+    LeastLoaded,
 }
 
 impl Policy {
@@ -105,6 +109,8 @@ impl Policy {
             Policy::Failover => "failover",
             Policy::Hash => "hash",
             Policy::Script => "script",
+            Policy::Fastest => "fastest",
+            Policy::LeastLoaded => "least-loaded",
         }
     }
 }
@@ -1071,7 +1077,32 @@ impl Cx<'_> {
             insecure: c.insecure.as_ref().is_some_and(|v| *v.get_ref()),
             quorum,
             probers,
+            weight_header: self.weight_header(c, kind, key),
         })
+    }
+
+    /// `weight_header`: an HTTP header name (RFC 9110 section 5.1: a token), on an
+    /// HTTP(S) check only; kept lower-case, as HTTP/1 header names compare.
+    fn weight_header(&mut self, c: &RawCheck, kind: CheckKind, key: &str) -> Option<String> {
+        let raw = c.weight_header.as_ref()?;
+        let name = raw.get_ref();
+        let k = format!("{key}.weight_header");
+        if kind == CheckKind::Tcp {
+            self.err(raw, k, "only http and https checks take this key");
+            return None;
+        }
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if name.is_empty() || !name.bytes().all(tchar) {
+            self.err(
+                raw,
+                k,
+                format!(
+                    "\"{name}\" is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+                ),
+            );
+            return None;
+        }
+        Some(name.to_ascii_lowercase())
     }
 
     fn duration(
@@ -1317,6 +1348,8 @@ impl Cx<'_> {
                 "failover" => Policy::Failover,
                 "hash" => Policy::Hash,
                 "script" => Policy::Script,
+                "fastest" => Policy::Fastest,
+                "least-loaded" => Policy::LeastLoaded,
                 other => {
                     let hint = suggest(
                         other,
@@ -1327,6 +1360,8 @@ impl Cx<'_> {
                             "failover",
                             "hash",
                             "script",
+                            "fastest",
+                            "least-loaded",
                         ],
                     );
                     self.err(
@@ -1402,6 +1437,9 @@ impl Cx<'_> {
                     regions.insert(region, idxs);
                 }
             }
+        }
+        if let Some(raw_policy) = p.policy.as_ref() {
+            self.live_signals(policy, raw_policy, name.get_ref(), key, &members, sites);
         }
         if policy == Policy::Geo {
             for idx in &members {
@@ -1498,6 +1536,53 @@ impl Cx<'_> {
                 });
                 None
             }
+        }
+    }
+
+    /// `fastest` needs every site probed (its order is probe latency); `least-loaded`
+    /// needs at least one site whose check reads `weight_header`, or it would only be
+    /// `weighted` under another name.
+    fn live_signals(
+        &mut self,
+        policy: Policy,
+        raw: &Spanned<String>,
+        pool: &str,
+        key: &str,
+        members: &[SiteIdx],
+        sites: &[Site],
+    ) {
+        let member_sites = || members.iter().filter_map(|i| sites.get(usize::from(*i)));
+        match policy {
+            Policy::Fastest => {
+                let unchecked: Vec<&str> = member_sites()
+                    .filter(|s| s.check.is_none())
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if !unchecked.is_empty() {
+                    self.err(
+                        raw,
+                        format!("{key}.policy"),
+                        format!(
+                            "pool \"{pool}\" is \"fastest\", which orders sites by probe latency, but these sites have no check: {}",
+                            unchecked.join(", ")
+                        ),
+                    );
+                }
+            }
+            Policy::LeastLoaded => {
+                let reporting = member_sites()
+                    .any(|s| s.check.as_ref().is_some_and(|c| c.weight_header.is_some()));
+                if !reporting {
+                    self.err(
+                        raw,
+                        format!("{key}.policy"),
+                        format!(
+                            "pool \"{pool}\" is \"least-loaded\", but no site of it has a check with `weight_header` (use \"weighted\" for configured weights)"
+                        ),
+                    );
+                }
+            }
+            _ => {}
         }
     }
 
@@ -2080,6 +2165,56 @@ mod tests {
         assert_eq!(
             errors[4],
             "zones/t.toml:18: pools.p.policy: unknown policy \"gep\" (did you mean \"geo\"?)"
+        );
+    }
+
+    #[test]
+    fn live_signal_policies_check_their_probes() {
+        let sites = "[checks.web]\nkind = \"http\"\nweight_header = \"X-Weight\"\n[checks.port]\nkind = \"tcp\"\nport = 80\n[sites.a]\naddresses = [\"192.0.2.1\"]\ncheck = \"web\"\n[sites.b]\naddresses = [\"192.0.2.2\"]\ncheck = \"port\"\n[sites.c]\naddresses = [\"192.0.2.3\"]\n";
+        let pool = |policy: &str, list: &str| {
+            format!(
+                "{HEAD}{sites}[pools.p]\nnames = [\"www\"]\nsites = [{list}]\npolicy = \"{policy}\"\n"
+            )
+        };
+        let zone = load(&pool("fastest", "\"a\", \"b\"")).unwrap();
+        assert_eq!(zone.pools[0].policy, Policy::Fastest);
+        assert_eq!(
+            zone.sites[0]
+                .check
+                .as_ref()
+                .unwrap()
+                .weight_header
+                .as_deref(),
+            Some("x-weight")
+        );
+        let errors = load(&pool("fastest", "\"a\", \"c\"")).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "zones/t.toml:21: pools.p.policy: pool \"p\" is \"fastest\", which orders sites by probe latency, but these sites have no check: c"
+            ]
+        );
+        let zone = load(&pool("least-loaded", "\"a\", \"b\", \"c\"")).unwrap();
+        assert_eq!(zone.pools[0].policy, Policy::LeastLoaded);
+        let errors = load(&pool("least-loaded", "\"b\", \"c\"")).unwrap_err();
+        assert!(
+            errors[0].contains("no site of it has a check with `weight_header`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn weight_header_only_on_http_checks_and_a_header_name() {
+        let text = format!(
+            "{HEAD}[checks.port]\nkind = \"tcp\"\nport = 80\nweight_header = \"X-Weight\"\n[checks.web]\nkind = \"http\"\nweight_header = \"X Weight\"\n"
+        );
+        let errors = load(&text).unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "zones/t.toml:7: checks.port.weight_header: only http and https checks take this key",
+                "zones/t.toml:10: checks.web.weight_header: \"X Weight\" is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+            ]
         );
     }
 

@@ -431,9 +431,41 @@ pub struct ShardingSnap {
     pub default_shard: Option<u16>,
 }
 
-/// The health-dependent part of a zone: every pool's candidates.
+/// The health-dependent part of a zone: every pool's candidates, and the live signals
+/// they were compiled from.
 pub struct PoolSet {
     pub pools: Box<[PoolSnap]>,
+    pub live: Live,
+}
+
+/// The live signals of one zone as the compiler last compiled them: what `fastest`
+/// and `least-loaded` pools are built from, and what explain shows. Empty tables mean
+/// no signal yet: configured order and configured weights.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Each site's moving average of probe latency (in a fleet, the median of its
+    /// probers'), indexed like `StaticZone::sites`.
+    pub latency: Box<[Option<std::time::Duration>]>,
+    /// Each site's reported weight (`weight_header`), indexed like `StaticZone::sites`;
+    /// `None`: no valid report, the configured weight applies.
+    pub weights: Box<[Option<u32>]>,
+    /// Each `fastest` pool's sites in latency order (`policy::fastest::rank`), indexed
+    /// like `StaticZone::pools`; empty for other pools and before any latency.
+    pub orders: Box<[Box<[SiteIdx]>]>,
+}
+
+impl Live {
+    pub fn latency(&self, site: SiteIdx) -> Option<std::time::Duration> {
+        self.latency.get(usize::from(site)).copied().flatten()
+    }
+
+    pub fn reported_weight(&self, site: SiteIdx) -> Option<u32> {
+        self.weights.get(usize::from(site)).copied().flatten()
+    }
+
+    pub fn order(&self, pool: usize) -> &[SiteIdx] {
+        self.orders.get(pool).map_or(&[], |o| o)
+    }
 }
 
 pub struct PoolSnap {
@@ -726,14 +758,32 @@ fn pool_def(pool: &model::Pool, is_shard: bool) -> PoolDef {
     }
 }
 
-/// Builds every pool's candidates from the sites' states (indexed like `zone.sites`).
+/// Builds every pool's candidates from the sites' states (indexed like `zone.sites`),
+/// with no live signal (configured order and weights).
 pub fn compile_pools(zone: &StaticZone, states: &[SiteState]) -> PoolSet {
+    compile_pools_live(zone, states, Live::default())
+}
+
+/// `compile_pools` with live signals: `fastest` pools' candidates in `live.orders`,
+/// `least-loaded` pools' with their reported weights (0: not a candidate).
+pub fn compile_pools_live(zone: &StaticZone, states: &[SiteState], live: Live) -> PoolSet {
     let pools = zone
         .pools
         .iter()
-        .map(|pool| {
-            let (v4, all_down_v4) = candidates(&admissions(zone, states, pool, true));
-            let (v6, all_down_v6) = candidates(&admissions(zone, states, pool, false));
+        .enumerate()
+        .map(|(pool_idx, pool)| {
+            let (v4, all_down_v4) = candidates(
+                &admissions(zone, states, &live, pool, true),
+                zone,
+                &live,
+                pool_idx,
+            );
+            let (v6, all_down_v6) = candidates(
+                &admissions(zone, states, &live, pool, false),
+                zone,
+                &live,
+                pool_idx,
+            );
             let regions = |chosen: &Candidates| -> Box<[(RegionKey, Box<[SiteIdx]>)]> {
                 pool.regions
                     .iter()
@@ -763,7 +813,7 @@ pub fn compile_pools(zone: &StaticZone, states: &[SiteState]) -> PoolSet {
             }
         })
         .collect();
-    PoolSet { pools }
+    PoolSet { pools, live }
 }
 
 /// Whether a pool's site is a candidate for one address family, and why (not): the
@@ -779,6 +829,9 @@ pub enum Admission {
     Down,
     /// Drained: never a candidate, not even when the pool fails open.
     Drained,
+    /// `least-loaded`: the backend reports weight 0; like `Drained` (never a
+    /// candidate), but the site is not down.
+    ZeroWeight,
     /// The site has no address of the family.
     NoAddress,
 }
@@ -797,12 +850,26 @@ pub struct Admissions {
     pub all_down: bool,
 }
 
-pub fn admissions(zone: &StaticZone, states: &[SiteState], pool: &PoolDef, v4: bool) -> Admissions {
+pub fn admissions(
+    zone: &StaticZone,
+    states: &[SiteState],
+    live: &Live,
+    pool: &PoolDef,
+    v4: bool,
+) -> Admissions {
+    let least_loaded = pool.policy == Policy::LeastLoaded;
+    // A backend reporting weight 0 drains itself from a least-loaded pool.
+    let zero = |site: SiteIdx| least_loaded && live.reported_weight(site) == Some(0);
     let state = |site: SiteIdx| {
-        states
+        let state = states
             .get(usize::from(site))
             .copied()
-            .unwrap_or(SiteState::Up)
+            .unwrap_or(SiteState::Up);
+        if state == SiteState::Up && zero(site) {
+            SiteState::Drain
+        } else {
+            state
+        }
     };
     let has_family = |site: SiteIdx| {
         zone.sites.get(usize::from(site)).is_some_and(|s| {
@@ -826,6 +893,7 @@ pub fn admissions(zone: &StaticZone, states: &[SiteState], pool: &PoolDef, v4: b
             let admission = match (has_family(site), state(site)) {
                 (false, _) => Admission::NoAddress,
                 (true, SiteState::Up) => Admission::Up,
+                (true, SiteState::Drain) if zero(site) => Admission::ZeroWeight,
                 (true, SiteState::Drain) => Admission::Drained,
                 (true, SiteState::Down) => match pool.when_all_down {
                     AllDown::All if all_down => Admission::FailOpen,
@@ -838,18 +906,46 @@ pub fn admissions(zone: &StaticZone, states: &[SiteState], pool: &PoolDef, v4: b
     Admissions { sites, all_down }
 }
 
-/// A family's candidates (regions still to fill) and whether it had no site up.
-fn candidates(admissions: &Admissions) -> (Candidates, bool) {
-    let chosen: Box<[SiteIdx]> = admissions
-        .sites
-        .iter()
-        .filter(|(_, a)| a.is_candidate())
-        .map(|(s, _)| *s)
-        .collect();
+/// A family's candidates (regions still to fill) and whether it had no site up:
+/// in configured order, or for `fastest` in latency order; for `least-loaded` with
+/// each one's reported (else configured) weight.
+fn candidates(
+    admissions: &Admissions,
+    zone: &StaticZone,
+    live: &Live,
+    pool_idx: usize,
+) -> (Candidates, bool) {
+    let policy = zone.pools.get(pool_idx).map(|p| p.policy);
+    let admitted = |site: &SiteIdx| {
+        admissions
+            .sites
+            .iter()
+            .any(|(s, a)| s == site && a.is_candidate())
+    };
+    let mut chosen: Vec<SiteIdx> = Vec::with_capacity(admissions.sites.len());
+    if policy == Some(Policy::Fastest) {
+        chosen.extend(live.order(pool_idx).iter().copied().filter(admitted));
+    }
+    // Configured order: every candidate (not fastest), or those `orders` lacks.
+    for &(site, admission) in &admissions.sites {
+        if admission.is_candidate() && !chosen.contains(&site) {
+            chosen.push(site);
+        }
+    }
+    let weights: Box<[u32]> = if policy == Some(Policy::LeastLoaded) {
+        let configured = |s: SiteIdx| zone.facts.get(usize::from(s)).map_or(1, |f| f.weight);
+        chosen
+            .iter()
+            .map(|&s| live.reported_weight(s).unwrap_or_else(|| configured(s)))
+            .collect()
+    } else {
+        Box::new([])
+    };
     (
         Candidates {
-            sites: chosen,
+            sites: chosen.into_boxed_slice(),
             regions: Box::new([]),
+            weights,
         },
         admissions.all_down,
     )
@@ -860,7 +956,13 @@ impl ZoneSnap {
     /// from.
     pub fn admissions(&self, pool: PoolIdx, v4: bool) -> Option<Admissions> {
         let def = self.zone.pools.get(usize::from(pool))?;
-        Some(admissions(&self.zone, &self.states, def, v4))
+        Some(admissions(
+            &self.zone,
+            &self.states,
+            &self.pools.live,
+            def,
+            v4,
+        ))
     }
 }
 
@@ -1016,5 +1118,64 @@ mod rrset_tests {
             assert_eq!(got, records);
             assert_eq!(shown(got.into_iter()), shown(records.into_iter()));
         }
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Sites a, b, c (a probed with a weight header), a fastest and a least-loaded
+    /// pool over all three.
+    fn zone() -> StaticZone {
+        let text = "[zone]\norigin = \"live.test\"\nns = [\"ns1\"]\n[checks.web]\nkind = \"http\"\nweight_header = \"X-Weight\"\n[sites.a]\naddresses = [\"192.0.2.1\"]\ncheck = \"web\"\nweight = 5\n[sites.b]\naddresses = [\"192.0.2.2\"]\ncheck = \"web\"\nweight = 7\n[sites.c]\naddresses = [\"192.0.2.3\"]\ncheck = \"web\"\nweight = 9\n[pools.fast]\nnames = [\"fast\"]\nsites = [\"a\", \"b\", \"c\"]\npolicy = \"fastest\"\nanswers = 3\n[pools.load]\nnames = [\"load\"]\nsites = [\"a\", \"b\", \"c\"]\npolicy = \"least-loaded\"\n";
+        let dir = std::env::temp_dir().join(format!("geolb-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("live.test.toml");
+        std::fs::write(&file, text).unwrap();
+        let model = model::Model::load(&[file]).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let zone = &model.zones[0];
+        compile_static(zone, zone.records.clone())
+    }
+
+    #[test]
+    fn fastest_candidates_follow_the_live_order_and_skip_down_sites() {
+        let zone = zone();
+        let live = Live {
+            latency: vec![Some(Duration::from_millis(9)); 3].into(),
+            weights: Box::new([]),
+            orders: vec![Box::from([2, 0, 1]), Box::from([])].into(),
+        };
+        let up = [SiteState::Up; 3];
+        let set = compile_pools_live(&zone, &up, live.clone());
+        assert_eq!(&*set.pools[0].v4.sites, &[2, 0, 1]);
+        let states = [SiteState::Up, SiteState::Up, SiteState::Down];
+        let set = compile_pools_live(&zone, &states, live);
+        assert_eq!(&*set.pools[0].v4.sites, &[0, 1]);
+        // Without signals: configured order.
+        let set = compile_pools(&zone, &up);
+        assert_eq!(&*set.pools[0].v4.sites, &[0, 1, 2]);
+    }
+
+    #[test]
+    fn least_loaded_candidates_carry_reported_or_configured_weights() {
+        let zone = zone();
+        let live = Live {
+            latency: Box::new([]),
+            weights: vec![Some(100), None, Some(0)].into(),
+            orders: Box::new([]),
+        };
+        let up = [SiteState::Up; 3];
+        let set = compile_pools_live(&zone, &up, live.clone());
+        // c reports 0: drained from the least-loaded pool, not from the others.
+        assert_eq!(&*set.pools[1].v4.sites, &[0, 1]);
+        assert_eq!(&*set.pools[1].v4.weights, &[100, 7]);
+        assert_eq!(&*set.pools[0].v4.sites, &[0, 1, 2]);
+        assert!(set.pools[0].v4.weights.is_empty());
+        let adm = admissions(&zone, &up, &live, &zone.pools[1], true);
+        assert_eq!(adm.sites[2], (2, Admission::ZeroWeight));
+        assert!(!adm.all_down);
     }
 }

@@ -1101,3 +1101,121 @@ fn a_node_that_stops_leaves_the_registry_at_once() {
     let view: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{body}");
 }
+
+/// An HTTP health endpoint that answers 200 after a delay chosen by the probe's source
+/// address: each node sees its own latency.
+struct Delayed {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Delayed {
+    fn start(delay_ms: impl Fn(std::net::IpAddr) -> u64 + Send + Sync + 'static) -> Delayed {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let delayed = Delayed {
+            addr: listener.local_addr().unwrap(),
+            stop: stop.clone(),
+        };
+        let delay_ms = std::sync::Arc::new(delay_ms);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let (mut stream, peer) = match listener.accept() {
+                    Ok(accepted) => accepted,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                };
+                let delay_ms = delay_ms.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                    let mut head = [0u8; 1024];
+                    let _ = stream.read(&mut head);
+                    std::thread::sleep(Duration::from_millis(delay_ms(peer.ip())));
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                });
+            }
+        });
+        delayed
+    }
+}
+
+impl Drop for Delayed {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn fastest_orders_by_the_median_of_the_probers_latencies() {
+    if !etcd::available("fastest_orders_by_the_median_of_the_probers_latencies") {
+        return;
+    }
+    let _serial = serial();
+    let cluster = EtcdCluster::start(1);
+    let sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    // Site x is fast from n0 and n1 and slow from n2; site y is middling from all.
+    let slow_from: std::net::IpAddr = sources[2].parse().unwrap();
+    let x = Delayed::start(move |peer| if peer == slow_from { 200 } else { 5 });
+    let y = Delayed::start(|_| 60);
+    let check = |name: &str, port: u16| {
+        format!(
+            "[checks.{name}]\nkind = \"http\"\nport = {port}\naddress = \"127.0.0.1\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\n"
+        )
+    };
+    let zone = format!(
+        "[zone]\norigin = \"fast.test\"\nns = [\"ns1\"]\n{}{}\
+         [sites.x]\naddresses = [\"192.0.2.1\"]\ncheck = \"x\"\n\
+         [sites.y]\naddresses = [\"192.0.2.2\"]\ncheck = \"y\"\n\
+         [pools.web]\nnames = [\"web\"]\nsites = [\"y\", \"x\"]\npolicy = \"fastest\"\nanswers = 2\n",
+        check("x", x.addr.port()),
+        check("y", y.addr.port()),
+    );
+    let dirs: Vec<NodeDir> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, src)| {
+            NodeDir::with_zone(
+                &cluster,
+                &format!("f{i}"),
+                &zone,
+                &format!("probe_source = \"{src}\""),
+            )
+        })
+        .collect();
+    let nodes: Vec<TestServer> = dirs.iter().map(NodeDir::start).collect();
+    wait_connected(&nodes.iter().collect::<Vec<_>>());
+    poll("every node's latencies in etcd", || {
+        cluster.get_prefix("/geolb/latency/fast.test/").len() == 6
+    });
+    // n2 alone would put y (60 ms) before x (200 ms).
+    let latency = |node: &TestServer, site: &str| {
+        let (_, body) = http(node.admin.unwrap(), "GET", "/v1/health", None, None);
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["zones"][0]["sites"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["site"] == site).cloned())
+            .and_then(|s| s["probe"]["latency_ms"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    poll("n2 measures x slower than y", || {
+        latency(&nodes[2], "x") > latency(&nodes[2], "y") + 50.0
+    });
+    // The medians (x: 5 ms, y: 60 ms) order every node's answers alike.
+    for (i, node) in nodes.iter().enumerate() {
+        poll(&format!("node {i} answers x first"), || {
+            addrs(&node.udp(&query("web.fast.test.", RecordType::A)))
+                == [
+                    "192.0.2.1".parse::<std::net::IpAddr>().unwrap(),
+                    "192.0.2.2".parse().unwrap(),
+                ]
+        });
+    }
+}

@@ -844,6 +844,10 @@ pub(crate) fn pick_pool_recorded<'z, 'p, R: Trace>(
             policy::round_robin::order_recorded(cands, &pool.rotation, want, picks, rec)
         }
         Policy::Failover => policy::failover::order(cands, want, picks),
+        // Candidates compiled in latency order, with hysteresis (`policy::fastest`).
+        Policy::Fastest => policy::fastest::order(cands, want, picks),
+        // Candidates compiled with their reported weights (`Candidates::weights`).
+        Policy::LeastLoaded => policy::weighted::order_recorded(cands, &z.facts, want, picks, rec),
         Policy::Hash => {
             let key = policy::hash::client_key(client.addr);
             policy::hash::order_recorded(cands, &z.facts, key, want, picks, rec);

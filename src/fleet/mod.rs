@@ -99,6 +99,9 @@ pub struct LocalVerdict {
     pub zone: String,
     pub site: String,
     pub health: Health,
+    /// This node's moving average of the site's probe latency, for `fastest` pools
+    /// (`None`: none, or the site is in no `fastest` pool).
+    pub latency: Option<Duration>,
 }
 
 /// Shared health as etcd has it: the live nodes and their verdicts.
@@ -113,9 +116,38 @@ pub struct HealthView {
     pub live: Vec<String>,
     /// (zone, site) to node to verdict.
     pub verdicts: HashMap<(String, String), BTreeMap<String, Health>>,
+    /// (zone, site) to node to its latency to the site (`fastest` pools).
+    pub latencies: HashMap<(String, String), BTreeMap<String, Duration>>,
 }
 
 impl HealthView {
+    /// The median of the latencies live nodes (of `probers` when given) published for
+    /// a site (the mean of the middle two for an even count); `None` when none did.
+    /// One slow or partitioned prober cannot move a median of three.
+    pub fn median_latency(
+        &self,
+        zone: &str,
+        site: &str,
+        probers: Option<&[&str]>,
+    ) -> Option<Duration> {
+        let latencies = self.latencies.get(&(zone.to_string(), site.to_string()))?;
+        let mut values: Vec<Duration> = latencies
+            .iter()
+            .filter(|(node, _)| {
+                self.live.iter().any(|n| n == *node)
+                    && probers.is_none_or(|p| p.iter().any(|n| n == *node))
+            })
+            .map(|(_, l)| *l)
+            .collect();
+        values.sort_unstable();
+        let mid = values.len() / 2;
+        match values.len() {
+            0 => None,
+            n if n % 2 == 1 => values.get(mid).copied(),
+            _ => Some((*values.get(mid - 1)? + *values.get(mid)?) / 2),
+        }
+    }
+
     /// The nodes that probe a site whose check has `probers = n`: the `n` live nodes
     /// that rank highest by rendezvous hashing of (node, zone, site), so every node
     /// computes the same set and a departure moves only that node's sites. `None`:
@@ -207,6 +239,7 @@ fn parse_checkpoint(value: &[u8]) -> Option<Checkpoint> {
 struct SharedHealth {
     live: std::collections::BTreeSet<String>,
     verdicts: HashMap<(String, String), BTreeMap<String, Health>>,
+    latencies: HashMap<(String, String), BTreeMap<String, Duration>>,
 }
 
 /// Handle to the running fleet link.
@@ -633,6 +666,7 @@ impl Inner {
                 me: self.settings.node.clone(),
                 live: shared.live.iter().cloned().collect(),
                 verdicts: shared.verdicts.clone(),
+                latencies: shared.latencies.clone(),
             },
             Err(_) => return,
         };
@@ -686,15 +720,59 @@ impl Inner {
                 }
                 true
             }
+            Key::Latency { zone, site, node } => {
+                let site_key = (zone.clone(), site.clone());
+                match parse_latency(value).filter(|_| !deleted) {
+                    Some(latency) => {
+                        shared
+                            .latencies
+                            .entry(site_key)
+                            .or_default()
+                            .insert(node.clone(), latency);
+                    }
+                    None => {
+                        if let Some(nodes) = shared.latencies.get_mut(&site_key) {
+                            nodes.remove(node);
+                            if nodes.is_empty() {
+                                shared.latencies.remove(&site_key);
+                            }
+                        }
+                    }
+                }
+                true
+            }
             _ => false,
         }
+    }
+}
+
+/// A latency as published: microseconds, in decimal.
+fn parse_latency(value: &[u8]) -> Option<Duration> {
+    std::str::from_utf8(value)
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_micros)
+}
+
+/// Whether a new latency differs enough from the published one to be written again:
+/// by more than 5% and 0.5 ms, half of `fastest`'s margin (10% and 1 ms). A published
+/// latency is then never off by more than half the margin, and the usual jitter of a
+/// steady backend's average (a few percent) costs no etcd writes.
+fn latency_moved(published: Option<Duration>, latency: Option<Duration>) -> bool {
+    match (published, latency) {
+        (Some(old), Some(new)) => {
+            let diff = old.abs_diff(new);
+            diff > old.mul_f64(0.05).max(Duration::from_micros(500))
+        }
+        (old, new) => old.is_some() != new.is_some(),
     }
 }
 
 /// Reconnects forever with backoff; one log line per change of state.
 async fn run(inner: Arc<Inner>, mut verdicts_rx: mpsc::UnboundedReceiver<LocalVerdict>) {
     let mut backoff = Duration::from_millis(100);
-    let mut mine: HashMap<(String, String), Health> = HashMap::new();
+    let mut mine: HashMap<(String, String), Mine> = HashMap::new();
     loop {
         let error = session(&inner, &mut verdicts_rx, &mut mine).await;
         let was_connected = inner.status.borrow().connected;
@@ -721,7 +799,7 @@ async fn run(inner: Arc<Inner>, mut verdicts_rx: mpsc::UnboundedReceiver<LocalVe
 async fn session(
     inner: &Arc<Inner>,
     verdicts_rx: &mut mpsc::UnboundedReceiver<LocalVerdict>,
-    mine: &mut HashMap<(String, String), Health>,
+    mine: &mut HashMap<(String, String), Mine>,
 ) -> EtcdError {
     match session_inner(inner, verdicts_rx, mine).await {
         Ok(never) => match never {},
@@ -734,7 +812,7 @@ enum Never {}
 async fn session_inner(
     inner: &Arc<Inner>,
     verdicts_rx: &mut mpsc::UnboundedReceiver<LocalVerdict>,
-    mine: &mut HashMap<(String, String), Health>,
+    mine: &mut HashMap<(String, String), Mine>,
 ) -> Result<Never, EtcdError> {
     let root = inner.key("");
     let probe = inner
@@ -793,8 +871,11 @@ async fn session_inner(
     while let Ok(verdict) = verdicts_rx.try_recv() {
         note_mine(mine, verdict);
     }
-    for ((zone, site), health) in mine.iter() {
-        publish_verdict(inner, lease, zone, site, *health).await?;
+    for ((zone, site), m) in mine.iter() {
+        publish_verdict(inner, lease, zone, site, m.health).await?;
+        if m.latency.is_some() {
+            publish_latency(inner, lease, zone, site, m.latency).await?;
+        }
     }
     inner.set_status(|s| {
         s.connected = true;
@@ -848,8 +929,17 @@ async fn session_inner(
             }
             Some(verdict) = verdicts_rx.recv() => {
                 let (zone, site, health) = (verdict.zone.clone(), verdict.site.clone(), verdict.health);
-                note_mine(mine, verdict);
-                publish_verdict(inner, lease, &zone, &site, health).await?;
+                let before = mine.get(&(zone.clone(), site.clone())).copied();
+                let after = note_mine(mine, verdict);
+                // Latency updates come every probe round: only a new verdict or a
+                // latency that moved is written.
+                if before.map(|m| m.health) != Some(health) {
+                    publish_verdict(inner, lease, &zone, &site, health).await?;
+                }
+                let (old, new) = (before.and_then(|m| m.latency), after.and_then(|m| m.latency));
+                if old != new {
+                    publish_latency(inner, lease, &zone, &site, new).await?;
+                }
             }
             _ = keepalive.tick() => {
                 if inner.etcd.lease_keepalive(lease).await? <= 0 {
@@ -865,12 +955,52 @@ async fn session_inner(
     result
 }
 
-fn note_mine(mine: &mut HashMap<(String, String), Health>, verdict: LocalVerdict) {
+/// This node's verdict on a site and the latency last published for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Mine {
+    health: Health,
+    latency: Option<Duration>,
+}
+
+/// Records a verdict of this node's; the latency is taken only when it moved enough
+/// (`latency_moved`) from the one published. Returns what is to be published now.
+fn note_mine(mine: &mut HashMap<(String, String), Mine>, verdict: LocalVerdict) -> Option<Mine> {
     let key = (verdict.zone, verdict.site);
-    match verdict.health {
-        Health::Unknown => mine.remove(&key),
-        health => mine.insert(key, health),
+    if verdict.health == Health::Unknown {
+        mine.remove(&key);
+        return None;
+    }
+    let published = mine.get(&key).and_then(|m| m.latency);
+    let latency = if latency_moved(published, verdict.latency) {
+        verdict.latency
+    } else {
+        published
     };
+    let m = Mine {
+        health: verdict.health,
+        latency,
+    };
+    mine.insert(key, m);
+    Some(m)
+}
+
+/// Puts (or, for `None`, deletes) this node's latency to a site under `lease`.
+async fn publish_latency(
+    inner: &Inner,
+    lease: i64,
+    zone: &str,
+    site: &str,
+    latency: Option<Duration>,
+) -> Result<(), EtcdError> {
+    let key = inner.key(&format!("latency/{zone}/{site}/{}", inner.settings.node));
+    match latency {
+        None => inner.etcd.delete(key.as_bytes(), None).await.map(|_| ()),
+        Some(l) => inner
+            .etcd
+            .put(key.as_bytes(), l.as_micros().to_string().as_bytes(), lease)
+            .await
+            .map(|_| ()),
+    }
 }
 
 /// Puts (or, for `Unknown`, deletes) this node's verdict on a site under `lease`.
@@ -972,7 +1102,7 @@ async fn resync(inner: &Arc<Inner>, cluster_id: &str) -> Result<etcd::Watch, Etc
 /// Reads the registry and every verdict as of `revision` into the shared health.
 async fn load_health(inner: &Inner, revision: i64) -> Result<(), EtcdError> {
     let mut health_keys = Vec::new();
-    for prefix in ["nodes/", "health/"] {
+    for prefix in ["nodes/", "health/", "latency/"] {
         let range = inner
             .etcd
             .range_prefix(inner.key(prefix).as_bytes(), revision)
@@ -1573,6 +1703,12 @@ enum Key {
         site: String,
         node: String,
     },
+    /// A node's latency to a site (`latency/{zone}/{site}/{node}`, microseconds).
+    Latency {
+        zone: String,
+        site: String,
+        node: String,
+    },
     Log {
         zone: String,
         id: String,
@@ -1597,6 +1733,15 @@ fn parse_key(prefix: &str, key: &[u8]) -> Option<Key> {
         let (zone, rest) = rest.split_once('/')?;
         let (site, node) = rest.rsplit_once('/')?;
         return Some(Key::Verdict {
+            zone: zone.to_string(),
+            site: site.to_string(),
+            node: node.to_string(),
+        });
+    }
+    if let Some(rest) = key.strip_prefix("/latency/") {
+        let (zone, rest) = rest.split_once('/')?;
+        let (site, node) = rest.rsplit_once('/')?;
+        return Some(Key::Latency {
             zone: zone.to_string(),
             site: site.to_string(),
             node: node.to_string(),
@@ -1770,6 +1915,73 @@ fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_keys_and_medians() {
+        let p = "/geolb";
+        assert!(
+            matches!(parse_key(p, b"/geolb/latency/z/ams1/ns1"), Some(Key::Latency { zone, site, node }) if zone == "z" && site == "ams1" && node == "ns1")
+        );
+        assert_eq!(parse_latency(b"1500"), Some(Duration::from_micros(1500)));
+        assert_eq!(parse_latency(b"fast"), None);
+        let ms = Duration::from_millis;
+        let mut view = HealthView {
+            live: vec!["n1".into(), "n2".into(), "n3".into()],
+            ..HealthView::default()
+        };
+        let key = ("z".to_string(), "s".to_string());
+        assert_eq!(view.median_latency("z", "s", None), None);
+        view.latencies.insert(
+            key.clone(),
+            [("n1", 10), ("n2", 500), ("n3", 12), ("gone", 1)]
+                .into_iter()
+                .map(|(n, l)| (n.to_string(), ms(l)))
+                .collect(),
+        );
+        // One slow prober (and a node no longer live) do not move the median.
+        assert_eq!(view.median_latency("z", "s", None), Some(ms(12)));
+        // Of two probers, the mean of both.
+        assert_eq!(
+            view.median_latency("z", "s", Some(&["n1", "n3"])),
+            Some(ms(11))
+        );
+    }
+
+    #[test]
+    fn latency_is_republished_only_when_it_moved() {
+        let ms = Duration::from_millis;
+        assert!(!latency_moved(Some(ms(100)), Some(ms(104))));
+        assert!(latency_moved(Some(ms(100)), Some(ms(106))));
+        // The 0.5 ms floor for small latencies.
+        assert!(!latency_moved(
+            Some(ms(2)),
+            Some(Duration::from_micros(2400))
+        ));
+        assert!(latency_moved(None, Some(ms(1))));
+        assert!(latency_moved(Some(ms(1)), None));
+        let mut mine = HashMap::new();
+        let verdict = |l: u64| LocalVerdict {
+            zone: "z".into(),
+            site: "s".into(),
+            health: Health::Up,
+            latency: Some(ms(l)),
+        };
+        assert_eq!(
+            note_mine(&mut mine, verdict(100)).and_then(|m| m.latency),
+            Some(ms(100))
+        );
+        // Small steps keep the published value, so they cannot creep unnoticed.
+        for l in [101, 102, 103, 104, 105] {
+            assert_eq!(
+                note_mine(&mut mine, verdict(l)).and_then(|m| m.latency),
+                Some(ms(100))
+            );
+        }
+        assert_eq!(
+            note_mine(&mut mine, verdict(106)).and_then(|m| m.latency),
+            Some(ms(106))
+        );
+    }
 
     #[test]
     fn changes_round_trip() {

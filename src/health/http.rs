@@ -11,7 +11,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use reqwest::header::{HOST, HeaderValue};
+use reqwest::header::{HOST, HeaderName, HeaderValue};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -173,6 +173,48 @@ pub(super) struct HttpProbe {
     /// Set only when the check's host is an IP literal; otherwise the URL
     /// carries the host and the client sends it.
     host_header: Option<HeaderValue>,
+    /// The check's `weight_header`, read from every response.
+    weight_header: Option<HeaderName>,
+}
+
+/// What one response said about the backend's weight (`weight_header`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reported {
+    /// The check reads no weight header.
+    NotAsked,
+    /// The header is absent: the site's configured weight applies.
+    Absent,
+    /// The header is there but not a number in `0..=MAX_WEIGHT`: the configured
+    /// weight applies, and the probe counts it.
+    Invalid,
+    Weight(u32),
+}
+
+/// The largest weight a backend may report.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// Reads a reported weight: one decimal number `0..=MAX_WEIGHT`, optional spaces
+/// around it (RFC 9110 section 5.5: optional whitespace is not part of the value);
+/// anything else (a sign, a fraction, a list, a repeated header) is invalid.
+pub(crate) fn parse_weight<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Reported {
+    let Some(value) = values.next() else {
+        return Reported::Absent;
+    };
+    if values.next().is_some() {
+        return Reported::Invalid;
+    }
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 7 || !digits.iter().all(u8::is_ascii_digit) {
+        return Reported::Invalid;
+    }
+    let weight = digits
+        .iter()
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    if weight > MAX_WEIGHT {
+        Reported::Invalid
+    } else {
+        Reported::Weight(weight)
+    }
 }
 
 impl HttpProbe {
@@ -248,27 +290,45 @@ impl HttpProbe {
         let url = reqwest::Url::parse(&format!("{scheme}://{authority}{path}"))
             .map_err(|e| format!("url: {e}"))?;
         let client = builder.build().map_err(|e| format!("http client: {e}"))?;
+        let weight_header = match spec.weight_header.as_deref() {
+            Some(name) => Some(
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| format!("weight header: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(HttpProbe {
             client,
             url,
             host_header,
+            weight_header,
         })
     }
 
     /// Sends one `GET` and judges the response by its status alone; the body
-    /// is never read, and dropping the response closes the connection.
-    pub(super) async fn probe(&self, expect: &StatusSet) -> Result<u16, ProbeError> {
+    /// is never read, and dropping the response closes the connection. With a
+    /// `weight_header`, also reads the weight the backend reports.
+    pub(super) async fn probe(&self, expect: &StatusSet) -> Result<(u16, Reported), ProbeError> {
         let mut request = self.client.get(self.url.clone());
         if let Some(host) = &self.host_header {
             request = request.header(HOST, host.clone());
         }
         let response = request.send().await.map_err(classify)?;
         let status = response.status().as_u16();
-        if expect.contains(status) {
-            Ok(status)
-        } else {
-            Err(ProbeError::Status(status))
+        if !expect.contains(status) {
+            return Err(ProbeError::Status(status));
         }
+        let reported = match &self.weight_header {
+            None => Reported::NotAsked,
+            Some(name) => parse_weight(
+                response
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.as_bytes()),
+            ),
+        };
+        Ok((status, reported))
     }
 }
 
@@ -537,6 +597,7 @@ mod tests {
             ProbeOptions {
                 extra_root_certs_pem: vec![ca_pem.into_bytes()],
                 source: None,
+                signals: None,
             },
         );
         let firsts = first_events(&mut with_ca.events, 2).await;
@@ -589,6 +650,7 @@ mod tests {
             ProbeOptions {
                 extra_root_certs_pem: vec![b"not a certificate".to_vec()],
                 source: None,
+                signals: None,
             },
         );
         let event = next_event(&mut started.events).await;
@@ -600,6 +662,23 @@ mod tests {
                 backend.addr
             )
         );
+    }
+
+    #[test]
+    fn reported_weights_parse_strictly() {
+        let one = |v: &'static str| parse_weight(std::iter::once(v.as_bytes()));
+        assert_eq!(parse_weight(std::iter::empty()), Reported::Absent);
+        assert_eq!(one("0"), Reported::Weight(0));
+        assert_eq!(one(" 250 "), Reported::Weight(250));
+        assert_eq!(one("1000000"), Reported::Weight(1_000_000));
+        assert_eq!(one("0001000"), Reported::Weight(1000));
+        for bad in [
+            "", " ", "1000001", "99999999", "-1", "+5", "1.5", "1e3", "10, 20", "abc",
+        ] {
+            assert_eq!(one(bad), Reported::Invalid, "{bad:?}");
+        }
+        let two = [b"1".as_slice(), b"2".as_slice()];
+        assert_eq!(parse_weight(two.into_iter()), Reported::Invalid);
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use self::http::{HttpProbe, TlsConfigs};
+pub use self::http::{MAX_WEIGHT, Reported};
 
 /// The protocol a check speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +143,9 @@ pub struct CheckSpec {
     pub quorum: Quorum,
     /// In a fleet: how many nodes probe each site (`None`: every node).
     pub probers: Option<u32>,
+    /// HTTP(S) only: the response header carrying the backend's own weight
+    /// (`least-loaded`), lower-case; `None`: not read.
+    pub weight_header: Option<String>,
 }
 
 /// Whose verdicts decide a site's health in a fleet.
@@ -171,6 +175,9 @@ pub struct ProbeTarget {
     pub check: CheckSpec,
     /// The site's own addresses, of every family it has.
     pub addrs: Vec<IpAddr>,
+    /// Send this target's latency (`Signal`) after every successful round: a
+    /// `fastest` pool orders the site by it.
+    pub track_latency: bool,
 }
 
 impl ProbeTarget {
@@ -225,6 +232,46 @@ pub struct HealthEvent {
     pub new: Health,
     /// The result of the probe round that caused the change.
     pub reason: String,
+}
+
+/// A target's live signals, sent to the compiler on `ProbeOptions::signals` after a
+/// round that changes them: every successful round of a target that tracks latency,
+/// and any round whose reported weight differs from the last one sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signal {
+    pub key: TargetKey,
+    /// The moving average of the round latency (`Ewma`), once there is one.
+    pub latency: Option<Duration>,
+    /// The weight the backend reports (`weight_header`); `None`: no valid report in the
+    /// last round (absent, invalid, failed round), so the configured weight applies.
+    pub weight: Option<u32>,
+}
+
+/// An exponentially weighted moving average of probe latency.
+///
+/// Each successful round moves it `ALPHA` of the way to the round's latency: the last
+/// round weighs 0.3, the one before 0.21, and rounds older than about ten weigh under
+/// 3% together, so a change of a backend's speed shows within three to five rounds
+/// while one slow round moves it by less than a third. Failed rounds are left out:
+/// their latency is the timeout or a refusal, not the backend's speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ewma(Option<f64>);
+
+impl Ewma {
+    pub const ALPHA: f64 = 0.3;
+
+    /// Feeds one round's latency; the first one sets the average.
+    pub fn observe(self, latency: Duration) -> Ewma {
+        let x = latency.as_secs_f64();
+        Ewma(Some(match self.0 {
+            None => x,
+            Some(avg) => avg + Self::ALPHA * (x - avg),
+        }))
+    }
+
+    pub fn get(self) -> Option<Duration> {
+        self.0.map(Duration::from_secs_f64)
+    }
 }
 
 /// The rise/fall state machine of one target, as a plain value.
@@ -285,6 +332,12 @@ pub struct TargetStatus {
     pub last_latency: Option<Duration>,
     /// When the last round completed.
     pub last_probe: Option<SystemTime>,
+    /// The moving average of successful rounds' latency (`Ewma`).
+    pub latency_ewma: Option<Duration>,
+    /// The weight the last round's responses reported (`weight_header`), if valid.
+    pub reported_weight: Option<u32>,
+    /// Responses whose weight header was not a number in `0..=1000000`.
+    pub invalid_weights: u64,
     pub successes: u32,
     pub failures: u32,
 }
@@ -348,6 +401,9 @@ impl HealthBoard {
                     last_reason: String::new(),
                     last_latency: None,
                     last_probe: None,
+                    latency_ewma: None,
+                    reported_weight: None,
+                    invalid_weights: 0,
                     successes: 0,
                     failures: 0,
                 }))
@@ -384,6 +440,8 @@ pub struct ProbeOptions {
     pub extra_root_certs_pem: Vec<Vec<u8>>,
     /// The source address of probes (`probe_source`), used for targets of its family.
     pub source: Option<IpAddr>,
+    /// Where live signals go (`Signal`); `None`: nowhere.
+    pub signals: Option<UnboundedSender<Signal>>,
 }
 
 /// The running probe tasks of one spawn. Dropping it, or calling
@@ -455,7 +513,13 @@ pub fn spawn_probes_with(
             check = %target.check.name,
         );
         let prober = Prober::new(&target, &tls, options.source);
-        let task = run_target(target, prober, slot, events.clone());
+        let task = run_target(
+            target,
+            prober,
+            slot,
+            events.clone(),
+            options.signals.clone(),
+        );
         tasks.spawn(task.instrument(span));
     }
     Probes { tasks }
@@ -527,6 +591,7 @@ impl Prober {
     /// Probes every address concurrently; the round succeeds only if every
     /// address does.
     async fn round(&self, spec: &CheckSpec) -> RoundResult {
+        let mut reports = Vec::new();
         let results: Vec<(SocketAddr, Result<String, ProbeError>)> = match self {
             Prober::Tcp(addrs, source) => {
                 futures_util::future::join_all(addrs.iter().map(|&addr| async move {
@@ -536,19 +601,31 @@ impl Prober {
                 .await
             }
             Prober::Http(probes) => {
-                futures_util::future::join_all(probes.iter().map(|(addr, probe)| async move {
-                    let result = match probe {
-                        Ok(probe) => bounded(spec.timeout, probe.probe(&spec.expect))
-                            .await
-                            .map(|status| format!("status {status}")),
-                        Err(err) => Err(ProbeError::Setup(err.clone())),
-                    };
-                    (*addr, result)
-                }))
-                .await
+                let results =
+                    futures_util::future::join_all(probes.iter().map(|(_, probe)| async move {
+                        match probe {
+                            Ok(probe) => bounded(spec.timeout, probe.probe(&spec.expect)).await,
+                            Err(err) => Err(ProbeError::Setup(err.clone())),
+                        }
+                    }))
+                    .await;
+                probes
+                    .iter()
+                    .zip(results)
+                    .map(|((addr, _), result)| {
+                        let result = result.map(|(status, reported)| {
+                            reports.push(reported);
+                            format!("status {status}")
+                        });
+                        (*addr, result)
+                    })
+                    .collect()
             }
         };
-        RoundResult::from_results(results)
+        let mut round = RoundResult::from_results(results);
+        round.weight = round_weight(&reports);
+        round.invalid_weights = reports.iter().filter(|r| **r == Reported::Invalid).count();
+        round
     }
 }
 
@@ -569,6 +646,24 @@ async fn bounded<T>(
 struct RoundResult {
     ok: bool,
     reason: String,
+    /// The weight the round's responses reported (`round_weight`).
+    weight: Option<u32>,
+    /// Responses with an invalid weight header.
+    invalid_weights: usize,
+}
+
+/// A site's reported weight from its addresses' responses: the smallest valid one (a
+/// site is as loaded as its most loaded address, and one address draining drains the
+/// site, just as one failing address fails the round), or `None` when no response
+/// carried a valid weight, so that the configured weight applies.
+fn round_weight(reports: &[Reported]) -> Option<u32> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Reported::Weight(w) => Some(*w),
+            _ => None,
+        })
+        .min()
 }
 
 impl RoundResult {
@@ -577,6 +672,8 @@ impl RoundResult {
             return RoundResult {
                 ok: false,
                 reason: "no address to probe".to_owned(),
+                weight: None,
+                invalid_weights: 0,
             };
         }
         let failures: Vec<String> = results
@@ -589,11 +686,18 @@ impl RoundResult {
                 .filter_map(|(addr, r)| r.as_ref().ok().map(|what| format!("{addr}: {what}")))
                 .collect::<Vec<_>>()
                 .join(", ");
-            RoundResult { ok: true, reason }
+            RoundResult {
+                ok: true,
+                reason,
+                weight: None,
+                invalid_weights: 0,
+            }
         } else {
             RoundResult {
                 ok: false,
                 reason: failures.join("; "),
+                weight: None,
+                invalid_weights: 0,
             }
         }
     }
@@ -621,17 +725,34 @@ async fn run_target(
     prober: Prober,
     slot: Slot,
     events: UnboundedSender<HealthEvent>,
+    signals: Option<UnboundedSender<Signal>>,
 ) {
     let spec = &target.check;
     let interval = spec.interval.max(MIN_INTERVAL);
     tokio::time::sleep(jitter(interval.min(FIRST_PROBE_SPREAD))).await;
     let mut tracker = Tracker::default();
+    let mut ewma = Ewma::default();
+    let mut sent_weight = None;
     loop {
         let started = Instant::now();
         let round = prober.round(spec).await;
         let latency = started.elapsed();
         let (next, changed) = tracker.observe(round.ok, spec.rise, spec.fall);
-        tracing::debug!(ok = round.ok, reason = %round.reason, ?latency, "probe round");
+        tracing::debug!(ok = round.ok, reason = %round.reason, ?latency, weight = ?round.weight, "probe round");
+        if round.invalid_weights > 0 {
+            tracing::debug!(
+                header = spec.weight_header.as_deref().unwrap_or_default(),
+                responses = round.invalid_weights,
+                "invalid reported weight; the configured weight applies"
+            );
+        }
+        if round.ok {
+            ewma = ewma.observe(latency);
+        }
+        // A failed round says nothing of the load: the last reported weight stays (a
+        // drained backend is not undrained by one lost probe; failing `fall` rounds
+        // takes the site down anyway).
+        let weight = if round.ok { round.weight } else { sent_weight };
 
         let now = SystemTime::now();
         {
@@ -644,6 +765,11 @@ async fn run_target(
             status.last_reason.clone_from(&round.reason);
             status.last_latency = Some(latency);
             status.last_probe = Some(now);
+            status.latency_ewma = ewma.get();
+            status.reported_weight = weight;
+            status.invalid_weights = status
+                .invalid_weights
+                .saturating_add(round.invalid_weights as u64);
             status.successes = next.successes;
             status.failures = next.failures;
         }
@@ -669,6 +795,19 @@ async fn run_target(
             }
         }
         tracker = next;
+        if let Some(signals) = &signals
+            && ((target.track_latency && round.ok) || weight != sent_weight)
+        {
+            let signal = Signal {
+                key: target.key,
+                latency: ewma.get(),
+                weight,
+            };
+            if signals.send(signal).is_err() {
+                tracing::debug!("signal receiver is gone");
+            }
+            sent_weight = weight;
+        }
 
         let factor = 1.0 - INTERVAL_JITTER + 2.0 * INTERVAL_JITTER * rand::random::<f64>();
         tokio::time::sleep_until(started + interval.mul_f64(factor)).await;
@@ -709,6 +848,7 @@ pub(super) mod tests {
             insecure: false,
             quorum: Quorum::Local,
             probers: None,
+            weight_header: None,
         }
     }
 
@@ -719,6 +859,7 @@ pub(super) mod tests {
             site: "site-a".to_owned(),
             check,
             addrs,
+            track_latency: false,
         }
     }
 
@@ -951,6 +1092,32 @@ pub(super) mod tests {
             successes: 0,
             failures: 0,
         }
+    }
+
+    #[test]
+    fn ewma_starts_at_the_first_sample_and_moves_by_alpha() {
+        let ms = Duration::from_millis;
+        let e = Ewma::default();
+        assert_eq!(e.get(), None);
+        let e = e.observe(ms(100));
+        assert_eq!(e.get(), Some(ms(100)));
+        // 100 + 0.3 * (200 - 100) = 130.
+        let e = e.observe(ms(200));
+        assert!((e.get().unwrap().as_secs_f64() - 0.130).abs() < 1e-9);
+        // Steady input converges to it.
+        let mut e = e;
+        for _ in 0..40 {
+            e = e.observe(ms(10));
+        }
+        assert!((e.get().unwrap().as_secs_f64() - 0.010).abs() < 1e-6);
+    }
+
+    #[test]
+    fn round_weight_is_the_smallest_valid_report() {
+        use Reported::*;
+        assert_eq!(round_weight(&[]), None);
+        assert_eq!(round_weight(&[Absent, Invalid, NotAsked]), None);
+        assert_eq!(round_weight(&[Weight(30), Absent, Weight(7)]), Some(7));
     }
 
     #[test]

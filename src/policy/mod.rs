@@ -1,4 +1,4 @@
-//! The five policies: pure functions that order a pool's healthy sites for one client.
+//! The policies: pure functions that order a pool's healthy sites for one client.
 //!
 //! Each takes the candidates the snapshot precomputed (healthy sites of one address
 //! family, in configured order) and writes at most `want` site indices, best first,
@@ -11,8 +11,14 @@
 //! for `GET /v1/explain`. `order` is `order_recorded` with `NoRecord`, whose `ACTIVE`
 //! is false: the recording is compiled out of the query path, and the reasons come
 //! from the code that answers.
+//!
+//! The live-signal policies decide nothing more per query: `fastest` is `failover`
+//! over candidates the compiler stored in latency order (`fastest::rank`), and
+//! `least-loaded` is `weighted` over the weights the backends reported, which the
+//! compiler stored beside the candidates (`Candidates::weights`).
 
 pub mod failover;
+pub mod fastest;
 pub mod geo;
 pub mod hash;
 pub mod round_robin;
@@ -39,6 +45,10 @@ pub struct Candidates {
     pub sites: Box<[SiteIdx]>,
     /// `regions` of a geo pool, each list filtered like `sites`, sorted by key.
     pub regions: Box<[(RegionKey, Box<[SiteIdx]>)]>,
+    /// `least-loaded`: each candidate's weight, as reported by its backend or else
+    /// configured, indexed like `sites`; empty for the other policies, which read
+    /// the configured weights from `SiteFacts`.
+    pub weights: Box<[u32]>,
 }
 
 impl Candidates {
@@ -152,6 +162,7 @@ pub(crate) mod testing {
         Candidates {
             sites: sites.into(),
             regions: Box::new([]),
+            weights: Box::new([]),
         }
     }
 }

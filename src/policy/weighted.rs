@@ -1,4 +1,5 @@
 //! `weighted`: sites drawn at random in proportion to their weight, without repeats.
+//! Also `least-loaded`, whose candidates carry the weights their backends reported.
 
 use std::cell::Cell;
 
@@ -24,9 +25,14 @@ pub fn order_recorded<R: Recorder>(
     let mut total = 0u64;
     for (i, &site) in cands.sites.iter().take(n).enumerate() {
         left[i] = site;
-        weights[i] = facts
-            .get(usize::from(site))
-            .map_or(1, |f| u64::from(f.weight));
+        // `least-loaded` candidates carry their reported weights; the others draw
+        // by the configured ones.
+        weights[i] = match cands.weights.get(i) {
+            Some(&w) => u64::from(w),
+            None => facts
+                .get(usize::from(site))
+                .map_or(1, |f| u64::from(f.weight)),
+        };
         total += weights[i];
         if R::ACTIVE {
             rec.weight(site, weights[i]);

@@ -757,7 +757,12 @@ fn input<'a>(call: &Call<'a>, _script: &Script) -> Input<'a> {
                     .unwrap_or(SiteState::Up),
                 candidate: call.cands.sites.contains(&idx),
                 weight: facts.map_or(1, |f| f.weight),
-                latency_ms: None,
+                latency_ms: call
+                    .zone
+                    .pools
+                    .live
+                    .latency(idx)
+                    .map(|d| d.as_secs_f64() * 1000.0),
                 distance_km: client_unit
                     .zip(facts.and_then(|f| f.unit))
                     .map(|(c, u)| c.distance_km(&u)),

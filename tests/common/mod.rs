@@ -472,10 +472,15 @@ pub fn http(
 }
 
 /// A real HTTP backend on a loopback address: answers 200, 503, or hangs, and can be
-/// stopped (its port closed) and started again on the same address.
+/// stopped (its port closed) and started again on the same address. Its 200 answers
+/// can be delayed (`set_delay`) and carry an `X-Weight` header (`set_weight_header`).
 pub struct Backend {
     pub addr: SocketAddr,
     mode: Arc<std::sync::atomic::AtomicU8>,
+    /// Milliseconds to wait before answering 200.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The `X-Weight` header's value, if any.
+    weight: Arc<Mutex<Option<String>>>,
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -492,6 +497,8 @@ impl Backend {
         let mut b = Backend {
             addr,
             mode: Arc::new(std::sync::atomic::AtomicU8::new(OK)),
+            delay_ms: Arc::default(),
+            weight: Arc::default(),
             stop: None,
             thread: None,
         };
@@ -503,6 +510,7 @@ impl Backend {
         use std::sync::atomic::Ordering;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (mode, stop2) = (self.mode.clone(), stop.clone());
+        let (delay, weight) = (self.delay_ms.clone(), self.weight.clone());
         self.thread = Some(std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -510,13 +518,24 @@ impl Backend {
                 }
                 let Ok(mut conn) = conn else { continue };
                 let mode = mode.clone();
+                let (delay, weight) = (delay.clone(), weight.clone());
                 std::thread::spawn(move || {
                     conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
                     let mut buf = [0u8; 2048];
                     let _ = conn.read(&mut buf);
                     match mode.load(Ordering::SeqCst) {
                         OK => {
-                            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                            std::thread::sleep(Duration::from_millis(delay.load(Ordering::SeqCst)));
+                            let header = weight
+                                .lock()
+                                .unwrap()
+                                .as_ref()
+                                .map(|w| format!("X-Weight: {w}\r\n"))
+                                .unwrap_or_default();
+                            let response = format!(
+                                "HTTP/1.1 200 OK\r\n{header}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                            );
+                            let _ = conn.write_all(response.as_bytes());
                         }
                         FAIL => {
                             let _ = conn.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -531,6 +550,16 @@ impl Backend {
 
     pub fn set_mode(&self, mode: u8) {
         self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Delays every 200 answer by `ms` milliseconds.
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sends `X-Weight: value` with every 200 answer (`None`: no header).
+    pub fn set_weight_header(&self, value: Option<&str>) {
+        *self.weight.lock().unwrap() = value.map(str::to_owned);
     }
 
     /// Closes the port: connections are refused until `restart`.

@@ -291,6 +291,8 @@ function reasonsFor(result, zone, pool) {
       if (site.distance_km !== null && site.distance_km !== undefined) detail.push(`${Math.round(site.distance_km)} km`);
       if (site.weight !== null && site.weight !== undefined) detail.push(`weight ${site.weight}`);
       if (site.score !== null && site.score !== undefined) detail.push(`score ${site.score}`);
+      if (site.latency_ms !== null && site.latency_ms !== undefined) detail.push(`${site.latency_ms} ms`);
+      if (site.reported_weight !== null && site.reported_weight !== undefined) detail.push(`reported ${site.reported_weight}`);
       const answered = site.answered && site.answered.length > 0;
       items.push(el('li', { class: answered ? 'answered' : 'skipped' },
         `${site.site} (${site.state}${site.override ? ', override ' + site.override : ''}${detail.length ? ', ' + detail.join(', ') : ''}): ${site.reason}`));
