@@ -52,6 +52,8 @@
 #                        static  = static.example.test A
 #                        geo     = www.example.test A, no ECS (source 127.0.0.1: not in the DB)
 #                        geo_ecs = www.example.test A with ECS option $ECS
+#                        geo_ecs_varied = www.example.test A, each query with ECS for
+#                                  another IPv4 /24 (4,096 of them, in turn; dnsperf -B)
 #   ECS                client subnet sent in geo_ecs [89.160.20.112/28 (SE)]
 #   CLIENTS            dnsperf -c [4]      OUTSTANDING  dnsperf -q [100]
 #   QPS                dnsperf -Q (empty = unlimited) [empty]
@@ -530,6 +532,8 @@ fi
 # ---- load -------------------------------------------------------------------
 printf 'static.example.test A\n' > "$WORK/q_static"
 printf 'www.example.test A\n' > "$WORK/q_geo"
+varied_do=(); [[ $DNSSEC == 1 ]] && varied_do=(--do)
+python3 "$HERE/peerbench.py" varied-queries "$WORK/q_varied.bin" "${varied_do[@]}"
 ECS_OPT=$(python3 "$HERE/peerbench.py" ecs-option "$ECS")
 qps_opt=(); [[ -n $QPS ]] && qps_opt=(-Q "$QPS")
 do_opt=(); [[ $DNSSEC == 1 ]] && do_opt=(-D)
@@ -542,6 +546,7 @@ for rep in $(seq "$REPEATS"); do
         static)  qf=$WORK/q_static; extra=() ;;
         geo)     qf=$WORK/q_geo;    extra=() ;;
         geo_ecs) qf=$WORK/q_geo;    extra=(-E "$ECS_OPT") ;;
+        geo_ecs_varied) qf=$WORK/q_varied.bin; extra=(-B) ;;
         *) die "unknown query set '$q'" ;;
       esac
       kill -0 "${SPID[$p]}" 2>/dev/null || die "$p is no longer running (see $OUT_DIR/$p.log)"
