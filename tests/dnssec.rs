@@ -356,25 +356,6 @@ fn signed_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert_eq!(roomy.answers.len(), BIG_TXT + 1);
 }
 
-/// `delv` on PATH or in /usr/bin; `None` (after saying why) when the test is skipped.
-fn delv_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("delv"))
-        .find(|path| path.is_file());
-    if found.is_none() {
-        let required = std::env::var("GEOLB_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "delv is not installed and GEOLB_REQUIRE_TOOLS=1 (apt-get install bind9-dnsutils)"
-        );
-        eprintln!("skipped: delv is not installed (Debian package `bind9-dnsutils`)");
-    }
-    found
-}
-
 /// delv's verdict and records for one question, with `ds` as the trust anchor.
 fn delv(binary: &Path, server: &TestServer, anchors: &Path, name: &str, rtype: &str) -> String {
     let out = Command::new(binary)
@@ -408,7 +389,7 @@ fn anchors_file(dir: &TempDir, ds: &str) -> PathBuf {
 
 #[test]
 fn delv_validates_every_kind_of_answer() {
-    let Some(binary) = delv_binary() else {
+    let Some(binary) = tool("delv", "bind9-dnsutils") else {
         return;
     };
     for algorithm in ["13", "15"] {
@@ -529,26 +510,6 @@ fn bad_keys_are_named_at_check() {
     let (code, _, err) = geolb(&["check", "--zones", dir]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("dnssec.keys"), "{err}");
-}
-
-/// A program on PATH (or in /usr/sbin), or why the test is skipped (a failure under
-/// GEOLB_REQUIRE_TOOLS=1).
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file());
-    if found.is_none() {
-        let required = std::env::var("GEOLB_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "{name} is not installed and GEOLB_REQUIRE_TOOLS=1 (apt-get install {package})"
-        );
-        eprintln!("skipped: {name} is not installed (Debian package `{package}`)");
-    }
-    found
 }
 
 /// A network namespace with the example zone's name server addresses (192.0.2.53 and

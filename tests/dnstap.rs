@@ -17,25 +17,6 @@ use common::*;
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 
-/// The program `name` on PATH or in the usual directories; `None` (after saying why)
-/// when the test is to be skipped.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file());
-    if found.is_none() {
-        let required = std::env::var("GEOLB_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "{name} is not installed and GEOLB_REQUIRE_TOOLS=1 (apt-get install {package})"
-        );
-        eprintln!("skipped: {name} is not installed (Debian package `{package}`)");
-    }
-    found
-}
-
 fn tools() -> Option<(PathBuf, PathBuf)> {
     let capture = tool("fstrm_capture", "fstrm-bin");
     let read = tool("dnstap-read", "bind9-dnsutils");

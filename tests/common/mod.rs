@@ -17,6 +17,26 @@ use hickory_proto::rr::{Name, RData, RecordType};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// The program `name` on PATH or in the usual directories; `None` (after saying why)
+/// when the test is to be skipped. Under GEOLB_REQUIRE_TOOLS=1 (set by `.ci/run`) a
+/// missing program fails the test instead.
+pub fn tool(name: &str, package: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        let required = std::env::var("GEOLB_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "{name} is not installed and GEOLB_REQUIRE_TOOLS=1 (apt-get install {package})"
+        );
+        eprintln!("skipped: {name} is not installed (Debian package `{package}`)");
+    }
+    found
+}
+
 /// Runs `geolb ARGS...` to the end: its exit code, stdout and stderr.
 pub fn geolb(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_geolb"))

@@ -15,21 +15,7 @@ use super::{DEADLINE, TempDir, query, udp_exchange};
 /// unbound on PATH or in /usr/sbin; `None` (after saying why) when the test is to be
 /// skipped.
 pub fn unbound_binary() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("unbound"))
-        .find(|path| path.is_file());
-    if found.is_none() {
-        let required = std::env::var("GEOLB_REQUIRE_TOOLS").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "unbound is not installed and GEOLB_REQUIRE_TOOLS=1 (apt-get install unbound)"
-        );
-        eprintln!("skipped: unbound is not installed (Debian package `unbound`)");
-    }
-    found
+    super::tool("unbound", "unbound")
 }
 
 /// A free UDP and TCP port on 127.0.0.1 (taken by binding port 0 and letting go: a
