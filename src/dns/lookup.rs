@@ -485,60 +485,33 @@ fn answer_node<R: Trace>(
         }
         return Step::Done;
     }
+    let before = answer.answers.len();
     if let (Some(pool), RecordType::A | RecordType::AAAA) = (node.pool, qtype) {
-        if !answer_pool(snapshot, zone, pool, owner, qtype, client, answer, rec) {
-            negative(
-                z,
-                ResponseCode::NoError,
-                answer,
-                owner,
-                qtype,
-                At::Node(node),
-            );
-        }
-        return Step::Done;
-    }
-    if let Some(signer) = &z.signer
-        && matches!(
-            qtype,
-            RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY
-        )
+        answer_pool(snapshot, zone, pool, owner, qtype, client, answer, rec);
+    } else if matches!(
+        qtype,
+        RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY
+    ) && let Some(signer) = &z.signer
         && is_apex(z, node)
     {
-        let before = answer.answers.len();
-        let now = crate::dns::secure::unix_now();
-        let set = match qtype {
-            RecordType::DNSKEY => signer.sign_dnskey_set(now),
-            RecordType::CDS => signer.sign_cds_set(now),
-            _ => signer.sign_cdnskey_set(now),
-        };
         // The records only: their RRSIGs are added with the others' (`dns::secure`).
-        let records = set.unwrap_or_default().into_iter();
+        let set = signer.sign_key_rrset(qtype, crate::dns::secure::unix_now());
+        let records = set.and_then(Result::ok).unwrap_or_default().into_iter();
         answer
             .answers
             .extend(records.filter(|r| r.record_type() == qtype));
-        if answer.answers.len() == before {
-            negative(
-                z,
-                ResponseCode::NoError,
-                answer,
-                owner,
-                qtype,
-                At::Node(node),
-            );
-        }
-        return Step::Done;
+    } else if let Some(records) = node.rrset(qtype) {
+        records.extend_into(owner, &mut answer.answers);
     }
-    match node.rrset(qtype) {
-        Some(records) => records.extend_into(owner, &mut answer.answers),
-        None => negative(
+    if answer.answers.len() == before {
+        negative(
             z,
             ResponseCode::NoError,
             answer,
             owner,
             qtype,
             At::Node(node),
-        ),
+        );
     }
     Step::Done
 }

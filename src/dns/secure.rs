@@ -35,7 +35,7 @@ pub(crate) fn secure(
     qtype: RecordType,
     now: u32,
 ) -> Result<(), SignError> {
-    answer.answers = signed(std::mem::take(&mut answer.answers), signer, now)?;
+    answer.answers = signed_rrsets(std::mem::take(&mut answer.answers), signer, now)?;
     if let Some(denial) = answer.denial.take() {
         if answer.rcode == ResponseCode::NXDomain {
             answer.rcode = ResponseCode::NoError;
@@ -52,22 +52,26 @@ pub(crate) fn secure(
             answer.authority.clear();
             return Ok(());
         }
-        let mut authority = signed(std::mem::take(&mut answer.authority), signer, now)?;
+        let mut authority = signed_rrsets(std::mem::take(&mut answer.authority), signer, now)?;
         authority.extend(proof);
         answer.authority = authority;
     } else if !answer.authoritative {
         referral_proof(zone, answer, signer, now)?;
     } else {
-        answer.authority = signed(std::mem::take(&mut answer.authority), signer, now)?;
+        answer.authority = signed_rrsets(std::mem::take(&mut answer.authority), signer, now)?;
     }
-    answer.extra = signed(std::mem::take(&mut answer.extra), signer, now)?;
+    answer.extra = signed_rrsets(std::mem::take(&mut answer.extra), signer, now)?;
     Ok(())
 }
 
 /// `records` with an RRSIG after each RRset (consecutive records of one owner and
 /// type). Records of one set with different TTLs take the smallest (RFC 2181 section
 /// 5.2), which the signature covers.
-fn signed(records: Vec<Record>, signer: &Signer, now: u32) -> Result<Vec<Record>, SignError> {
+fn signed_rrsets(
+    records: Vec<Record>,
+    signer: &Signer,
+    now: u32,
+) -> Result<Vec<Record>, SignError> {
     if records.is_empty() {
         return Ok(records);
     }
@@ -89,20 +93,13 @@ fn signed(records: Vec<Record>, signer: &Signer, now: u32) -> Result<Vec<Record>
                 record.ttl = ttl;
             }
         }
-        match rtype {
-            RecordType::DNSKEY | RecordType::CDS | RecordType::CDNSKEY => {
-                let with_sigs = match rtype {
-                    RecordType::DNSKEY => signer.sign_dnskey_set(now)?,
-                    RecordType::CDS => signer.sign_cds_set(now)?,
-                    _ => signer.sign_cdnskey_set(now)?,
-                };
-                out.extend(
-                    with_sigs
-                        .into_iter()
-                        .filter(|r| r.record_type() == RecordType::RRSIG),
-                );
-            }
-            _ => {
+        match signer.sign_key_rrset(rtype, now) {
+            Some(with_sigs) => out.extend(
+                with_sigs?
+                    .into_iter()
+                    .filter(|r| r.record_type() == RecordType::RRSIG),
+            ),
+            None => {
                 let mut sig = signer.sign(out.get(start..).unwrap_or_default(), None, now)?;
                 // A cached signature carries the owner as first asked; this answer's
                 // spelling compresses with the question.
@@ -169,7 +166,7 @@ fn referral_proof(
         let proof = nsec(&cut, vec![RecordType::NS], zone.negative_ttl, signer, now)?;
         answer.authority.extend(proof);
     } else {
-        answer.authority.extend(signed(ds, signer, now)?);
+        answer.authority.extend(signed_rrsets(ds, signer, now)?);
     }
     Ok(())
 }
@@ -238,7 +235,6 @@ pub fn presign(zone: &std::sync::Arc<StaticZone>) {
                 None => return,
             };
             let mut signed = 0usize;
-            let mut records = Vec::new();
             for key in keys {
                 if signer.cached_entries() >= limit {
                     break;
@@ -260,16 +256,10 @@ pub fn presign(zone: &std::sync::Arc<StaticZone>) {
                     if below_cut && (*rtype != RecordType::DS || !node.delegation) {
                         continue;
                     }
-                    records.clear();
+                    let mut records = Vec::new();
                     set.extend_into(&owner, &mut records);
-                    if records.is_empty() {
-                        continue;
-                    }
-                    let ttl = records.iter().map(|r| r.ttl).min().unwrap_or(0);
-                    for record in &mut records {
-                        record.ttl = ttl;
-                    }
-                    if signer.sign(&records, None, now).is_ok() {
+                    // As an answer signs it: one TTL, the smallest.
+                    if !records.is_empty() && signed_rrsets(records, &signer, now).is_ok() {
                         signed += 1;
                     }
                 }

@@ -323,6 +323,21 @@ impl Signer {
         self.sign_key_set(RecordType::CDNSKEY, self.keys.cdnskey_rdatas(now), now)
     }
 
+    /// The apex's DNSKEY, CDS or CDNSKEY RRset (`rtype`) with its RRSIGs, as the three
+    /// functions above make them; `None` for any other type.
+    pub fn sign_key_rrset(
+        &self,
+        rtype: RecordType,
+        now: u32,
+    ) -> Option<Result<Vec<Record>, SignError>> {
+        match rtype {
+            RecordType::DNSKEY => Some(self.sign_dnskey_set(now)),
+            RecordType::CDS => Some(self.sign_cds_set(now)),
+            RecordType::CDNSKEY => Some(self.sign_cdnskey_set(now)),
+            _ => None,
+        }
+    }
+
     fn sign_key_set(
         &self,
         rtype: RecordType,
