@@ -71,6 +71,14 @@ fn signed_zones(algorithm: &str) -> (TempDir, String) {
     (zones, ds)
 }
 
+/// Appends `text` to the example zone file of `zones`.
+fn append_to_zone(zones: &TempDir, text: &str) {
+    let file = zones.0.join("example.test.toml");
+    let mut zone = std::fs::read_to_string(&file).unwrap();
+    zone.push_str(text);
+    std::fs::write(&file, zone).unwrap();
+}
+
 fn serve(zones: TempDir) -> TestServer {
     let dir = zones.0.to_str().unwrap().to_string();
     TestServer::start(&[
@@ -485,10 +493,7 @@ fn unbound_validates_pool_answers_for_three_cities() {
 #[test]
 fn bad_keys_are_named_at_check() {
     let zones = example_zones();
-    let file = zones.0.join("example.test.toml");
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text.push_str("\n[dnssec]\nkeys = \"keys\"\n");
-    std::fs::write(&file, &text).unwrap();
+    append_to_zone(&zones, "\n[dnssec]\nkeys = \"keys\"\n");
     let dir = zones.0.to_str().unwrap();
     let (code, _, err) = geolb(&["check", "--zones", dir]);
     assert_eq!(code, 1);
@@ -697,10 +702,7 @@ fn a_zsk_rollover_follows_the_key_times() {
     // The switch: far enough ahead for the server to start and answer with the old key.
     let old = bind_key(&["-P", "now", "-A", "now", "-I", "+6"]);
     let new = bind_key(&["-P", "now", "-A", "+6"]);
-    let file = zones.0.join("example.test.toml");
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text.push_str("\n[dnssec]\nkeys = \"keys\"\n");
-    std::fs::write(&file, text).unwrap();
+    append_to_zone(&zones, "\n[dnssec]\nkeys = \"keys\"\n");
     let server = serve(zones);
     let tag = |r: &Message| -> u16 {
         let sig = r
